@@ -1,0 +1,74 @@
+"""Workarounds for recbole 1.2.1 on today's numpy / torch / pandas, applied once on import.
+
+Every workaround says what it answers and when it can go. ``import recbole_rsir`` applies
+all of them before any RecBole module is used; tests/test_compat.py proves each one.
+"""
+import numpy as np
+import torch
+
+# 1. numpy >= 1.24 removed np.float/np.int/np.bool and numpy 2 removed np.float_/np.bool8.
+#    RecBole's Config does `np.float = np.float_` and its metrics use np.float; ray 2.6.3
+#    (imported by recbole.quick_start) uses np.bool8. Can go when RecBole > 1.2.1 and
+#    ray >= 2.7 are used (RecBole issue #1876 / PR "numpy 1.24 compatibility").
+_NUMPY_ALIASES = {
+    "float_": np.float64,
+    "float": float,
+    "int": int,
+    "bool": bool,
+    "bool8": np.bool_,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+}
+for _name, _target in _NUMPY_ALIASES.items():
+    if _name not in np.__dict__:
+        setattr(np, _name, _target)
+
+# 2. pandas 3 makes `df[col].fillna(..., inplace=True)` (RecBole dataset.py) a silent no-op
+#    under copy-on-write, so missing values survive into feature tensors. We pin pandas<3
+#    in pyproject.toml and refuse to run on pandas 3 rather than compute on wrong data.
+#    Can go when RecBole assigns the result of fillna.
+import pandas as _pd  # noqa: E402
+
+if int(_pd.__version__.split(".")[0]) >= 3:
+    raise ImportError(
+        f"recbole_rsir needs pandas<3 (found {_pd.__version__}): RecBole 1.2.1's "
+        "fillna(inplace=True) silently does nothing on pandas 3. pip install 'pandas<3'"
+    )
+import warnings  # noqa: E402
+
+# pandas 2 warns about exactly that pattern on every dataset load; the pin makes it moot.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.data\.dataset")
+
+# 3. Importing recbole.model.sequential_recommender runs sine.py, which calls
+#    torch.autograd.set_detect_anomaly(True) for the whole process and slows every
+#    backward pass several-fold. Import it once here, then switch anomaly detection off.
+#    Can go when sine.py stops doing that at import time.
+import recbole.model.sequential_recommender  # noqa: E402,F401
+
+torch.autograd.set_detect_anomaly(False)
+
+# 4. torch >= 2.6 loads with weights_only=True by default, but RecBole's Trainer saves its
+#    Config object inside checkpoints, so Trainer.evaluate(load_best_model=True) and
+#    resume_checkpoint fail. RecBole's trainer module gets a torch whose `load` trusts the
+#    files RecBole itself wrote; every other torch.load in the process keeps the safe
+#    default. Can go when RecBole saves only tensors and plain data.
+import recbole.trainer.trainer as _recbole_trainer  # noqa: E402
+
+
+class _TorchForRecBoleCheckpoints:
+    """The torch module, except that load() defaults to weights_only=False."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(*args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return torch.load(*args, **kwargs)
+
+
+_recbole_trainer.torch = _TorchForRecBoleCheckpoints()
+
+# 5. recbole.quick_start imports ray 2.6.3, which imports pkg_resources (gone in
+#    setuptools >= 81) and np.bool8 (aliased above). pyproject.toml pins setuptools<81.
+#    Nothing to patch at run time; tests/test_compat.py imports recbole.quick_start.

@@ -1,0 +1,76 @@
+"""Batches of whole sequences for the all-position training path.
+
+Stock RecBole feeds one row per prefix, each padded to MAX_ITEM_LIST_LENGTH. Here a row is
+a whole sequence (its loss is taken at every position), rows are grouped by length so a
+batch is trimmed to its longest row, and everything is tensors built once: an epoch only
+permutes indices.
+"""
+import math
+
+import numpy as np
+import torch
+
+BUCKET_BATCHES = 50
+"""Rows are sorted by length within groups of this many batches: little padding, still shuffled."""
+
+
+def windows(sequences, max_len):
+    """Cut sequences into rows of at most ``max_len + 1`` items (inputs + shifted targets).
+
+    Row k of a sequence starts at ``k * max_len``, so every item after the first is a target
+    exactly once and always has up to ``max_len`` items of context from its own row.
+    """
+    lengths = sequences.lengths
+    n_windows = np.maximum(1, np.ceil((lengths - 1) / max_len).astype(np.int64))
+    seq_index = np.repeat(np.arange(len(lengths)), n_windows)
+    k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    start = k * max_len
+    row_len = np.minimum(max_len + 1, lengths[seq_index] - start)
+    keep = row_len >= 2
+    seq_index, start, row_len = seq_index[keep], start[keep], row_len[keep]
+    width = int(row_len.max()) if len(row_len) else 2
+    pos = np.arange(width)
+    valid = pos[None, :] < row_len[:, None]
+    flat = sequences.offsets[seq_index][:, None] + start[:, None] + pos[None, :]
+    flat = np.where(valid, flat, 0)
+    items = np.where(valid, sequences.items[flat] if len(sequences.items) else 0, 0)
+    times = np.where(valid, sequences.timestamps[flat] if len(sequences.items) else 0.0, 0.0)
+    return (torch.from_numpy(items.astype(np.int64)), torch.from_numpy(times.astype(np.float32)),
+            torch.from_numpy(row_len.astype(np.int64)))
+
+
+class SequenceTrainLoader:
+    """Iterates ``(items [B, L], lengths [B], times [B, L])`` batches of sequence windows."""
+
+    def __init__(self, sequences, batch_size, max_len, seed, dataset=None, shuffle=True):
+        self.items, self.times, self.lengths = windows(sequences, max_len)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self._dataset = dataset          # RecBole's Collector looks here
+        self._generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def n_targets(self):
+        return int((self.lengths - 1).sum())
+
+    def __len__(self):
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def _batches(self):
+        n = len(self.lengths)
+        order = torch.randperm(n, generator=self._generator) if self.shuffle else torch.arange(n)
+        group = self.batch_size * BUCKET_BATCHES
+        groups = []
+        for g in torch.split(order, group):
+            by_length = torch.argsort(self.lengths[g], stable=True)
+            groups.append(g[by_length])
+        batches = list(torch.split(torch.cat(groups), self.batch_size)) if n else []
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=self._generator)]
+        return batches
+
+    def __iter__(self):
+        for index in self._batches():
+            lengths = self.lengths[index]
+            width = int(lengths.max())
+            yield self.items[index, :width], lengths, self.times[index, :width]

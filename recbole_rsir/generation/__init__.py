@@ -1,0 +1,1 @@
+"""RSIR's generate-and-filter stage: synthetic continuations of users' own histories."""

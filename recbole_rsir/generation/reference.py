@@ -1,0 +1,90 @@
+"""RSIR generation written as plainly as possible: one sequence, one step at a time.
+
+This is the specification in code. It scores through the model's own
+``full_sort_predict`` on the whole context at every step, so it works for any RecBole
+sequential model; the fast generator must produce exactly what this produces.
+"""
+import math
+
+import torch
+from recbole.data.interaction import Interaction
+from tqdm import tqdm
+
+from recbole_rsir.generation.rules import accept, draw_randomness, pick_from_top, prefix_lengths, time_gap
+from recbole_rsir.model.causal import time_field
+
+
+@torch.no_grad()
+def score_context(model, context, context_times):
+    """Scores of all items (padding excluded: -inf) given one synthetic context."""
+    fields = {
+        model.ITEM_SEQ: torch.tensor([context], dtype=torch.long, device=model.device),
+        model.ITEM_SEQ_LEN: torch.tensor([len(context)], dtype=torch.long, device=model.device),
+    }
+    if time_field(model):
+        fields[time_field(model)] = torch.tensor([context_times], dtype=torch.float32, device=model.device)
+    scores = model.full_sort_predict(Interaction(fields)).view(-1).float().cpu()
+    scores[0] = -math.inf
+    return scores
+
+
+def passes_fidelity(scores, remaining, tau):
+    """Some not-yet-used real item ranks within the top tau (rank = 1 + #strictly higher)."""
+    for item in remaining:
+        if 1 + int((scores > scores[item]).sum()) <= tau:
+            return True
+    return False
+
+
+def generate_one(model, seed_items, seed_times, n_prefix, pool_u, pick_u, settings):
+    """One synthetic sequence (items, times) grown from ``seed_items[:n_prefix]``."""
+    history = set(seed_items)
+    context = list(seed_items[:n_prefix])
+    times = list(seed_times[:n_prefix])
+    gap = time_gap(seed_times)
+    step = 0
+    while True:
+        scores = score_context(model, context, times)
+        if settings.fidelity:
+            remaining = history - set(context)
+            if not remaining:
+                break
+            if not passes_fidelity(scores, remaining, settings.tau):
+                if len(context) > n_prefix:
+                    context.pop()
+                    times.pop()
+                break
+        if len(context) >= settings.max_len:
+            break
+        if pool_u[step] < settings.p:
+            pool = history - set(context)
+        else:
+            pool = set(range(1, len(scores))) - set(context)
+        if not pool:
+            break
+        pool_scores = torch.full_like(scores, -math.inf)
+        members = torch.tensor(sorted(pool))
+        pool_scores[members] = scores[members]
+        top_scores, top_items = torch.topk(pool_scores, min(settings.topk, len(pool)))
+        choice = top_items[pick_from_top(top_scores, pick_u[step])].item()
+        context.append(choice)
+        times.append(times[-1] + gap)
+        step += 1
+    return context, times
+
+
+def generate_reference(model, seeds, settings, seed, show_progress=False):
+    """Synthetic sequences for every seed sequence in ``seeds`` (a SequenceSet)."""
+    model.eval()
+    n_slots = len(seeds) * settings.m
+    draws = draw_randomness(n_slots, settings.max_len, seed)
+    prefix = prefix_lengths(seeds.lengths, settings, draws)
+    sequences, times, users = [], [], []
+    for q in tqdm(range(n_slots), desc="Generate (reference)", ncols=100, disable=not show_progress):
+        s = q // settings.m
+        items, ts = generate_one(model, seeds[s].tolist(), seeds.times(s).tolist(), int(prefix[q]),
+                                 draws.pool[q], draws.pick[q], settings)
+        sequences.append(items)
+        times.append(ts)
+        users.append(int(seeds.users[s]))
+    return accept(sequences, times, users, prefix.tolist(), settings)

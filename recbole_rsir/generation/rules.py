@@ -1,0 +1,109 @@
+"""The parts of RSIR generation both generators share, so they cannot drift apart.
+
+Settings come from the RecBole config; all randomness is drawn up front from one seeded
+generator, indexed by (sequence slot, step), so the output does not depend on batch size,
+on decoding order, or on whether fidelity is on (a step uses the same draw either way).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recbole_rsir.data.sequences import SequenceSet
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    m: int               # sequences per seed
+    tau: int             # fidelity threshold (rank)
+    p: float             # probability that the pool is the seed's own history
+    min_len: int         # shortest sequence kept
+    fidelity: bool
+    prefix_len: object   # int or "random"
+    topk: int            # 1 = greedy
+    max_len: int         # MAX_ITEM_LIST_LENGTH
+    batch_size: int
+    score_chunk: int     # 0 = score the catalogue at once
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(
+            m=config["rsir_m"], tau=config["rsir_tau"], p=float(config["rsir_p"]),
+            min_len=config["rsir_min_len"], fidelity=config["rsir_fidelity"],
+            prefix_len=config["rsir_prefix_len"], topk=config["rsir_topk"],
+            max_len=config["MAX_ITEM_LIST_LENGTH"], batch_size=config["rsir_gen_batch_size"],
+            score_chunk=config["rsir_score_chunk"],
+        )
+
+
+@dataclass
+class GenerationResult:
+    sequences: SequenceSet   # accepted synthetic sequences
+    n_slots: int             # sequences attempted (seeds x m)
+
+    @property
+    def acceptance_rate(self):
+        return len(self.sequences) / self.n_slots if self.n_slots else 0.0
+
+    @property
+    def mean_length(self):
+        return float(self.sequences.lengths.mean()) if len(self.sequences) else 0.0
+
+
+@dataclass
+class RandomDraws:
+    """Uniform draws for every sequence slot q = seed_index * m + j."""
+    prefix: torch.Tensor  # [Q]            -> prefix length when prefix_len is 'random'
+    pool: torch.Tensor    # [Q, max_len]   -> u < p: the step's pool is the seed's history
+    pick: torch.Tensor    # [Q, max_len]   -> inverse-CDF pick among the pool's top k
+
+
+def draw_randomness(n_slots, max_len, seed):
+    g = torch.Generator().manual_seed(seed)
+    return RandomDraws(torch.rand(n_slots, generator=g), torch.rand(n_slots, max_len, generator=g),
+                       torch.rand(n_slots, max_len, generator=g))
+
+
+def prefix_lengths(seed_lengths, settings, draws):
+    """Prefix length per slot: rsir_prefix_len, or uniform in [1, |s|-1] for 'random'."""
+    lengths = torch.as_tensor(np.repeat(seed_lengths, settings.m), dtype=torch.long)
+    if settings.prefix_len == "random":
+        span = (lengths - 1).clamp(min=1)
+        return 1 + (draws.prefix * span).long().clamp(max=span - 1)
+    return torch.full_like(lengths, settings.prefix_len).clamp(max=lengths)
+
+
+def pick_from_top(top_scores, u):
+    """Index into ``top_scores`` (sorted descending, -inf = absent) drawn by softmax with ``u``.
+
+    Works on one row or a batch of rows; with one finite entry it is that entry (greedy).
+    """
+    probs = torch.softmax(top_scores, dim=-1)
+    cdf = torch.cumsum(probs, dim=-1)
+    n_valid = torch.isfinite(top_scores).sum(-1, keepdim=True)
+    index = torch.searchsorted(cdf, (u.unsqueeze(-1) * cdf[..., -1:]).contiguous(), right=True)
+    return torch.minimum(index, n_valid - 1).squeeze(-1)
+
+
+def time_gap(seed_times):
+    """Gap given to each generated item: the seed's median gap between consecutive items."""
+    return float(np.median(np.diff(seed_times))) if len(seed_times) > 1 else 0.0
+
+
+def accept(slot_sequences, slot_times, slot_users, prefix_len, settings):
+    """Keep sequences with at least one generated item and >= min_len items; drop duplicates.
+
+    Slots are visited in order and the first copy of a sequence wins.
+    """
+    kept, times, users, seen = [], [], [], set()
+    for seq, ts, user, n_prefix in zip(slot_sequences, slot_times, slot_users, prefix_len):
+        if len(seq) <= n_prefix or len(seq) < settings.min_len:
+            continue
+        key = tuple(seq)
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(seq)
+        times.append(ts)
+        users.append(user)
+    return GenerationResult(SequenceSet.from_lists(kept, times, users), len(slot_sequences))

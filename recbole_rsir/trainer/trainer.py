@@ -1,0 +1,137 @@
+"""RecBole's Trainer with the all-position training path and safe checkpoints.
+
+Evaluation (full ranking, RecBole's metrics, early stopping on ``valid_metric``) is
+RecBole's own, so numbers compare with RecBole baselines; ``exclude_history_items`` adds
+the RSIR reference code's protocol of masking each user's earlier items.
+"""
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+from scipy.sparse import csr_matrix
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
+
+from recbole_rsir.data.loader import SequenceTrainLoader
+from recbole_rsir.model.causal import item_logits, sequence_output, target_logits, time_field
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def history_matrix(histories, n_users, n_items):
+    """``csr [n_users, n_items]`` with a 1 for each (user, item) in ``{user: items}``."""
+    users = np.repeat(np.fromiter(histories.keys(), dtype=np.int64),
+                      [len(v) for v in histories.values()])
+    items = np.concatenate([np.asarray(v, dtype=np.int64) for v in histories.values()])
+    return csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items))
+
+
+class RSIRTrainer(Trainer):
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.train_loss = config["train_loss"]
+        self.neg_samples = config["train_neg_samples"]
+        self.exclude_history = config["exclude_history_items"]
+        self._histories = {}
+        self._eval_history = None
+        self._neg_generator = torch.Generator(device=self.device).manual_seed(config["seed"])
+        self.epoch_label = ""
+        self.best_epoch = -1
+
+    # ---- training -------------------------------------------------------------------
+    def position_loss(self, items, lengths, times):
+        """Next-item loss at every position of every row (one row = a whole sequence)."""
+        model = self.model
+        inputs, targets = items[:, :-1], items[:, 1:]
+        time_seq = times[:, :-1] if time_field(model) else None
+        output = sequence_output(model, inputs, (lengths - 1).clamp(min=1), time_seq)
+        valid = targets > 0
+        hidden, target = output[valid], targets[valid]
+        if self.train_loss == "full_ce":
+            loss = F.cross_entropy(item_logits(model, hidden), target)
+        else:
+            negatives = torch.randint(1, model.n_items, (self.neg_samples,),
+                                      generator=self._neg_generator, device=self.device)
+            neg = item_logits(model, hidden, negatives)
+            neg = neg.masked_fill(negatives.unsqueeze(0) == target.unsqueeze(1), -math.inf)
+            logits = torch.cat([target_logits(model, hidden, target).unsqueeze(1), neg], dim=1)
+            loss = F.cross_entropy(logits, torch.zeros_like(target))
+        if hasattr(model, "auxiliary_loss"):
+            loss = loss + model.auxiliary_loss(inputs, (lengths - 1).clamp(min=1), time_seq)
+        return loss
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if not isinstance(train_data, SequenceTrainLoader):
+            return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        self.model.train()
+        batches = tqdm(train_data, total=len(train_data), ncols=100, leave=False,
+                       desc=set_color(f"Train {self.epoch_label}{epoch_idx:>4}", "pink"),
+                       disable=not show_progress)
+        total = 0.0
+        for items, lengths, times in batches:
+            items, lengths, times = items.to(self.device), lengths.to(self.device), times.to(self.device)
+            self.optimizer.zero_grad()
+            loss = self.position_loss(items, lengths, times)
+            self._check_nan(loss)
+            loss.backward()
+            if self.clip_grad_norm:
+                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+            self.optimizer.step()
+            total += loss.item()
+        return total
+
+    def _check_nan(self, loss):
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"training loss is {loss.item()} {self.epoch_label}".strip())
+
+    # ---- checkpoints: tensors and plain data only, loadable with weights_only=True ----
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        self.best_epoch = epoch
+        state = {
+            "model": self.config["model"],
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        tmp = f"{saved_model_file}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, saved_model_file)
+
+    def load_best(self, model_file=None):
+        checkpoint = torch.load(model_file or self.saved_model_file, map_location=self.device,
+                                weights_only=True)
+        self.model.load_state_dict(checkpoint["state_dict"])
+
+    # ---- evaluation -------------------------------------------------------------------
+    def set_eval_history(self, eval_dataset, histories):
+        """Items to mask when ranking for ``eval_dataset``'s users: ``{user: items}``."""
+        self._histories[id(eval_dataset)] = history_matrix(
+            histories, eval_dataset.user_num, eval_dataset.item_num)
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        if load_best_model:
+            self.load_best(model_file)
+        self._eval_history = self._histories.get(id(eval_data._dataset)) if self.exclude_history else None
+        if self.exclude_history and self._eval_history is None:
+            raise RuntimeError("exclude_history_items is on but no history was set for this split")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if self._eval_history is not None:
+            users = interaction[self.config["USER_ID_FIELD"]].cpu().numpy()
+            rows, cols = self._eval_history[users].nonzero()
+            scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols).to(scores.device)] = -math.inf
+        return interaction, scores, positive_u, positive_i
