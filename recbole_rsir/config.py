@@ -13,6 +13,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_rsir.errors import ConfigError
+from recbole_rsir.model.causal import supports_positions
 from recbole_rsir.utils import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties")
@@ -108,6 +109,8 @@ def validate(config):
            f"rsir_mode must be 'scratch' or 'finetune', got {config['rsir_mode']!r}")
     _check(config["train_path"] in ("all_positions", "recbole"),
            f"train_path must be 'all_positions' or 'recbole', got {config['train_path']!r}")
+    _check(config["train_path"] == "recbole" or supports_positions(config.model_class),
+           f"{config['model']} cannot give per-position outputs; pass --train_path=recbole")
     _check(config["train_loss"] in ("full_ce", "sampled_softmax"),
            f"train_loss must be 'full_ce' or 'sampled_softmax', got {config['train_loss']!r}")
     integer("train_neg_samples", 1)

@@ -11,11 +11,12 @@ import tempfile
 from enum import Enum
 
 import yaml
-from recbole.data import create_dataset, data_preparation
+from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_rsir.config import Config
-from recbole_rsir.data.bundled import check_dataset, ensure_dataset
+from recbole_rsir.data import create_dataset
+from recbole_rsir.data.bundled import check_dataset
 from recbole_rsir.errors import ConfigError
 from recbole_rsir.trainer.rounds import RSIRRounds
 
@@ -113,7 +114,6 @@ def run_rsir(model=None, dataset=None, config_file_list=None, config_dict=None, 
     with open(os.path.join(output_dir, "config.yaml"), "w", encoding="utf-8") as f:
         yaml.safe_dump(plain_config(config), f, sort_keys=True)
 
-    ensure_dataset(config["data_path"], config["dataset"])
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)

@@ -37,7 +37,7 @@ def get_model(model_name):
         return model_class
     try:
         return recbole_get_model(model_name)
-    except ValueError:
+    except (ValueError, ImportError):  # its search imports exlib_recommender, which needs lightgbm
         raise UnknownModelError(
             f"unknown model {model_name!r}; sequential models: {', '.join(sequential_model_names())}"
         ) from None

@@ -8,14 +8,18 @@ from recbole_rsir.data.convert import write_atomic
 
 
 def make_rows(n_users=40, n_items=30, min_len=5, max_len=14, seed=0):
-    """Random time-ordered sequences with day gaps: (user, items, timestamps) rows."""
+    """Time-ordered sequences with day gaps: (user, items, timestamps) rows.
+
+    Each next item is the previous one plus 1, 2 or 3 (mod n_items), so a model has a
+    pattern to learn and generation has something to follow.
+    """
     rng = np.random.default_rng(seed)
     rows = []
     for user in range(1, n_users + 1):
         length = int(rng.integers(min_len, max_len + 1))
-        # no immediate repeats, some popularity skew so a model can learn something
-        items = rng.choice(np.arange(1, n_items + 1), size=length, replace=False,
-                           p=np.linspace(2, 1, n_items) / np.linspace(2, 1, n_items).sum())
+        steps = rng.choice([1, 2, 3], size=length, p=[0.6, 0.3, 0.1])
+        steps[0] = rng.integers(0, n_items)
+        items = np.cumsum(steps) % n_items + 1
         gaps = rng.integers(0, 5, size=length) * 86400
         gaps[0] = 0
         rows.append((user, items.tolist(), (np.cumsum(gaps) + np.arange(length)).tolist()))
@@ -49,3 +53,22 @@ def tiny_config_dict(data_path, **overrides):
     }
     base.update(overrides)
     return base
+
+
+def build_tiny(data_path, model="SASRec", **overrides):
+    """Config, dataset and RecBole data loaders for the tiny dataset."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_rsir.config import Config
+
+    config = Config(model=model, dataset="tiny", config_dict=tiny_config_dict(data_path, **overrides))
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    return config, dataset, train_data, valid_data, test_data
+
+
+@pytest.fixture
+def tiny(tiny_data_path):
+    return build_tiny(tiny_data_path)

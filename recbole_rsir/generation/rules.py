@@ -65,8 +65,13 @@ def draw_randomness(n_slots, max_len, seed):
 
 
 def prefix_lengths(seed_lengths, settings, draws):
-    """Prefix length per slot: rsir_prefix_len, or uniform in [1, |s|-1] for 'random'."""
+    """Prefix length per slot: rsir_prefix_len, or uniform in [1, |s|-1] for 'random'.
+
+    |s| counts at most max_len items: the model reads no longer context (its position
+    embeddings stop there), so a prefix never exceeds MAX_ITEM_LIST_LENGTH.
+    """
     lengths = torch.as_tensor(np.repeat(seed_lengths, settings.m), dtype=torch.long)
+    lengths = lengths.clamp(max=settings.max_len)
     if settings.prefix_len == "random":
         span = (lengths - 1).clamp(min=1)
         return 1 + (draws.prefix * span).long().clamp(max=span - 1)

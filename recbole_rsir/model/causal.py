@@ -23,7 +23,9 @@ GATHER_LAST_MODELS = (SASRec, GRU4Rec)
 
 
 def supports_positions(model):
-    return hasattr(model, "sequence_output") or isinstance(model, GATHER_LAST_MODELS)
+    """Whether a model (instance or class) can give outputs at every position."""
+    cls = model if isinstance(model, type) else type(model)
+    return hasattr(cls, "sequence_output") or issubclass(cls, GATHER_LAST_MODELS)
 
 
 def _all_positions(output, gather_index):

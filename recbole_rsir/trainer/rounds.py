@@ -16,6 +16,7 @@ from recbole.utils import init_seed, set_color
 from recbole_rsir.data.merge import training_loader, write_synthetic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.generation.reference import generate_reference as generate
+from recbole_rsir.errors import ConfigError
 from recbole_rsir.generation.rules import GenerationSettings
 from recbole_rsir.trainer.trainer import RSIRTrainer
 from recbole_rsir.utils import get_model
@@ -50,6 +51,9 @@ class RSIRRounds:
 
     def __init__(self, config, train_data, valid_data, test_data, trainer_class=RSIRTrainer,
                  show_progress=None, on_round_end=None):
+        if config["train_path"] == "all_positions" and not issubclass(trainer_class, RSIRTrainer):
+            raise ConfigError(f"train_path all_positions needs RSIRTrainer or a subclass, not "
+                              f"{trainer_class.__name__}; set train_path: recbole for other trainers")
         self.config = config
         self.train_data, self.valid_data, self.test_data = train_data, valid_data, test_data
         self.trainer_class = trainer_class

@@ -17,7 +17,13 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_rsir.data.loader import SequenceTrainLoader
-from recbole_rsir.model.causal import item_logits, sequence_output, target_logits, time_field
+from recbole_rsir.model.causal import (
+    item_logits,
+    sequence_output,
+    supports_positions,
+    target_logits,
+    time_field,
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -30,6 +36,33 @@ def history_matrix(histories, n_users, n_items):
                       [len(v) for v in histories.values()])
     items = np.concatenate([np.asarray(v, dtype=np.int64) for v in histories.values()])
     return csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items))
+
+
+EVAL_BUCKET = 256
+"""Users scored together in evaluation, grouped by sequence length."""
+
+
+def full_sort_by_length(model, interaction):
+    """``model.full_sort_predict`` with each group of similar-length users trimmed to its longest.
+
+    RecBole pads every evaluation sequence to MAX_ITEM_LIST_LENGTH; for a causal model the
+    padding after a sequence cannot change its last output, so dropping it gives the same
+    scores at a fraction of the cost (Beauty's sequences average 9 of 50 positions).
+    """
+    lengths = interaction[model.ITEM_SEQ_LEN]
+    max_len = interaction[model.ITEM_SEQ].shape[1]
+    scores = None
+    for rows in torch.argsort(lengths).split(EVAL_BUCKET):
+        part = interaction[rows]
+        width = int(lengths[rows].max())
+        for name, value in part.interaction.items():
+            if value.dim() >= 2 and value.shape[1] == max_len:
+                part.interaction[name] = value[:, :width]
+        part_scores = model.full_sort_predict(part)
+        if scores is None:
+            scores = part_scores.new_empty(len(lengths), part_scores.shape[-1])
+        scores[rows] = part_scores.view(len(rows), -1)
+    return scores
 
 
 class RSIRTrainer(Trainer):
@@ -129,7 +162,14 @@ class RSIRTrainer(Trainer):
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
     def _full_sort_batch_eval(self, batched_data):
-        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if not supports_positions(self.model):
+            interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        else:
+            interaction, history_index, positive_u, positive_i = batched_data
+            scores = full_sort_by_length(self.model, interaction.to(self.device))
+            scores[:, 0] = -math.inf
+            if history_index is not None:
+                scores[history_index] = -math.inf
         if self._eval_history is not None:
             users = interaction[self.config["USER_ID_FIELD"]].cpu().numpy()
             rows, cols = self._eval_history[users].nonzero()

@@ -1,0 +1,130 @@
+"""RSIR rounds through the Python API and through run_rsir.py, and what must never leak."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import build_tiny, make_rows
+from recbole.data import create_dataset
+
+from recbole_rsir.config import Config
+from recbole_rsir.data.convert import write_atomic
+from recbole_rsir.data.sequences import eval_targets, training_sequences
+from recbole_rsir.generation.reference import generate_reference
+from recbole_rsir.generation.rules import GenerationSettings
+from recbole_rsir.trainer.rounds import RSIRRounds
+from recbole_rsir.utils import get_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--epochs=2", "--hidden_size=16", "--inner_size=32", "--n_layers=1", "--n_heads=1",
+         "--MAX_ITEM_LIST_LENGTH=20", "--state=WARNING", "--show_progress=False", "--rsir_tau=10"]
+
+
+def run_cli(args, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "run_rsir.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_python_api_runs_rounds_on_recbole_loaders(tiny_data_path):
+    config, dataset, train_data, valid_data, test_data = build_tiny(tiny_data_path, rsir_rounds=2, rsir_tau=10)
+    valid_before = eval_targets(valid_data.dataset)
+    test_before = eval_targets(test_data.dataset)
+    rounds = RSIRRounds(config, train_data, valid_data, test_data)
+    results = rounds.run()
+    assert [r.round for r in results] == [0, 1, 2]
+    assert results[0].n_synthetic_sequences == 0
+    assert 0 < results[1].n_synthetic_sequences <= results[2].n_synthetic_sequences
+    assert results[2].n_synthetic_sequences == len(rounds.synthetic)
+    for r in results:
+        assert all(math.isfinite(v) for v in {**r.valid, **r.test}.values())
+    # evaluation users and targets are the same with and without RSIR
+    assert eval_targets(valid_data.dataset) == valid_before and eval_targets(test_data.dataset) == test_before
+    # every synthetic sequence was seeded by a real training user and starts with their first item
+    real = {int(u): rounds.real[i] for i, u in enumerate(rounds.real.users)}
+    for i in range(len(rounds.synthetic)):
+        assert rounds.synthetic[i][0] == real[int(rounds.synthetic.users[i])][0]
+
+
+def _replace_held_out(rows, n_items):
+    """The same users and training items, with validation and test items replaced."""
+    out = []
+    for user, items, ts in rows:
+        items = list(items)
+        items[-2] = (items[-2] + 7) % n_items + 1
+        items[-1] = (items[-1] + 11) % n_items + 1
+        out.append((user, items, ts))
+    return out
+
+
+def test_generation_never_sees_validation_or_test_items(tmp_path):
+    # user 0 lists the whole catalogue first, so RecBole's token -> id mapping is the same
+    # in both files and the same weights mean the same model
+    anchor = (0, list(range(1, 31)) + [1, 2], list(range(32)))
+    rows = [anchor] + make_rows()
+    paths = {}
+    for name, data in (("tiny", rows), ("tiny", _replace_held_out(rows, 30))):
+        path = tmp_path / str(len(paths))
+        write_atomic(data, str(path / name / f"{name}.inter"))
+        paths[len(paths)] = str(path)
+    outputs = []
+    state = None
+    for path in paths.values():
+        config, dataset, train_data, _, _ = build_tiny(path, rsir_tau=5)
+        model = get_model("SASRec")(config, train_data.dataset)
+        if state is None:
+            state = model.state_dict()
+        model.load_state_dict(state)
+        seeds = training_sequences(train_data.dataset)
+        result = generate_reference(model, seeds, GenerationSettings.from_config(config), seed=3)
+        outputs.append([dataset.id2token("item_id", s).tolist() for s in result.sequences.to_lists()])
+    assert len(outputs[0]) > 0 and outputs[0] == outputs[1]
+
+
+def test_cli_end_to_end_writes_results_and_synthetic_data(tiny_data_path):
+    out = os.path.join(tiny_data_path, "OUT")
+    done = run_cli(["--model=SASRec", "--dataset=tiny", f"--data_path={tiny_data_path}", "--rsir_rounds=1",
+                    f"--rsir_output_dir={out}", *SMALL], cwd=tiny_data_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Δrecall@10" in done.stdout
+    results = json.load(open(os.path.join(out, "rsir_results.json")))
+    assert results["model"] == "SASRec" and results["dataset"] == "tiny"
+    assert results["config"]["rsir_tau"] == 10 and results["config"]["hidden_size"] == 16
+    assert [r["round"] for r in results["rounds"]] == [0, 1]
+    for r in results["rounds"]:
+        assert r["n_real_sequences"] == 40
+        for split in ("valid", "test"):
+            assert set(r[split]) == {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10", "mrr@20"}
+            assert all(math.isfinite(v) for v in r[split].values())
+    assert results["rounds"][1]["n_synthetic_sequences"] > 0
+    syn_dir = os.path.join(out, "tiny-rsir-round1")
+    loaded = create_dataset(Config("SASRec", "tiny-rsir-round1", config_dict={"data_path": out, "state": "WARNING"}))
+    assert loaded.user_num - 1 == results["rounds"][1]["n_synthetic_sequences"]
+    assert os.path.isfile(os.path.join(syn_dir, "tiny-rsir-round1.inter"))
+    assert os.path.isfile(os.path.join(out, "config.yaml"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model=NoSuchRec"], "unknown model 'NoSuchRec'; sequential models:"),
+    (["--dataset=no-such-data"], "unknown dataset 'no-such-data'"),
+    (["--rsir_p=1.5"], "rsir_p must be a probability in [0, 1], got 1.5"),
+])
+def test_cli_bad_input_stops_at_once_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "OUT"
+    done = run_cli(["--dataset=amazon-beauty", *args, f"--rsir_output_dir={out}"], cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and message in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_cli_recbole_train_path_and_finetune(tiny_data_path):
+    out = os.path.join(tiny_data_path, "OUT2")
+    done = run_cli(["--model=SASRec", "--dataset=tiny", f"--data_path={tiny_data_path}", "--rsir_rounds=2",
+                    "--train_path=recbole", "--rsir_mode=finetune", f"--rsir_output_dir={out}", *SMALL],
+                   cwd=tiny_data_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rounds = json.load(open(os.path.join(out, "rsir_results.json")))["rounds"]
+    assert len(rounds) == 3 and np.all(np.diff([r["n_synthetic_sequences"] for r in rounds]) >= 0)

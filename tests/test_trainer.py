@@ -1,0 +1,108 @@
+"""The all-position training path and evaluation against RecBole's own computations."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import build_tiny
+
+from recbole_rsir.data.loader import SequenceTrainLoader
+from recbole_rsir.data.merge import prefix_rows
+from recbole_rsir.data.sequences import eval_targets, training_sequences
+from recbole_rsir.model.causal import item_logits, sequence_output
+from recbole_rsir.trainer.trainer import NonFiniteLossError, RSIRTrainer, full_sort_by_length
+from recbole_rsir.utils import get_model
+
+
+def _setup(tiny_data_path, **overrides):
+    config, dataset, train_data, valid_data, test_data = build_tiny(tiny_data_path, **overrides)
+    model = get_model(config["model"])(config, train_data.dataset).double().eval()
+    return config, train_data, valid_data, test_data, model, RSIRTrainer(config, model)
+
+
+def test_all_position_loss_equals_recbole_loss_over_all_prefixes(tiny_data_path):
+    config, train_data, _, _, model, trainer = _setup(tiny_data_path, MAX_ITEM_LIST_LENGTH=50)
+    real = training_sequences(train_data.dataset)
+    loader = SequenceTrainLoader(real, batch_size=len(real), max_len=50, seed=0)
+    items, lengths, times = next(iter(loader))
+    ours = trainer.position_loss(items, lengths, times)
+    # RecBole's own loss on one row per prefix, averaged over every training target
+    rows = prefix_rows(train_data.dataset, real)
+    recbole = model.calculate_loss(rows)
+    assert torch.allclose(ours, recbole, atol=1e-10)
+
+
+def test_sampled_softmax_loss_equals_manual_computation(tiny_data_path):
+    config, train_data, _, _, model, trainer = _setup(tiny_data_path, train_loss="sampled_softmax",
+                                                      train_neg_samples=5)
+    real = training_sequences(train_data.dataset)
+    items, lengths, times = next(iter(SequenceTrainLoader(real, 8, 20, seed=0)))
+    state = trainer._neg_generator.get_state()
+    loss = trainer.position_loss(items, lengths, times)
+    negatives = torch.randint(1, model.n_items, (5,), generator=torch.Generator().set_state(state))
+    out = sequence_output(model, items[:, :-1], lengths - 1)
+    expected = []
+    for b in range(len(lengths)):
+        for t in range(int(lengths[b]) - 1):
+            h, target = out[b, t], int(items[b, t + 1])
+            scores = [h @ model.item_embedding.weight[target]]
+            scores += [h @ model.item_embedding.weight[n] if n != target else torch.tensor(-math.inf).double()
+                       for n in negatives.tolist()]
+            expected.append(-F.log_softmax(torch.stack(scores), 0)[0])
+    assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-10)
+
+
+def test_length_trimmed_evaluation_scores_equal_padded_scores(tiny_data_path):
+    config, _, valid_data, _, model, _ = _setup(tiny_data_path)
+    for batch in valid_data:
+        interaction = batch[0]
+        assert torch.allclose(full_sort_by_length(model, interaction), model.full_sort_predict(interaction)
+                              .view(len(interaction), -1), atol=1e-10)
+
+
+def test_exclude_history_masks_exactly_the_users_earlier_items(tiny_data_path):
+    config, train_data, valid_data, test_data, model, trainer = _setup(tiny_data_path, exclude_history_items=True)
+    real = training_sequences(train_data.dataset)
+    history = {int(u): real[i].tolist() for i, u in enumerate(real.users)}
+    valid_targets = eval_targets(valid_data.dataset)
+    trainer.set_eval_history(valid_data.dataset, history)
+    trainer.set_eval_history(test_data.dataset, {u: h + [valid_targets[u]] for u, h in history.items()})
+    for data, extra in ((valid_data, {}), (test_data, valid_targets)):
+        trainer._eval_history = trainer._histories[id(data.dataset)]
+        for batch in data:
+            interaction, scores, _, _ = trainer._full_sort_batch_eval(batch)
+            for row, user in enumerate(interaction["user_id"].tolist()):
+                masked = set(torch.nonzero(torch.isinf(scores[row])).view(-1).tolist())
+                assert masked == {0} | set(history[user]) | ({extra[user]} if user in extra else set())
+    result = trainer.evaluate(test_data, load_best_model=False)
+    assert all(math.isfinite(v) for v in result.values())
+
+
+def test_fit_saves_weights_only_checkpoint_and_stops_on_nan(tiny_data_path):
+    config, train_data, valid_data, _, model, trainer = _setup(tiny_data_path)
+    model.float().train()
+    real = training_sequences(train_data.dataset)
+    loader = SequenceTrainLoader(real, 16, 20, seed=0, dataset=train_data.dataset)
+    trainer.fit(loader, valid_data, saved=True, show_progress=False, verbose=False)
+    state = torch.load(trainer.saved_model_file, weights_only=True)
+    assert set(state["state_dict"]) == set(model.state_dict())
+    assert state["epoch"] == trainer.best_epoch >= 0
+    with torch.no_grad():
+        model.item_embedding.weight[3].fill_(math.nan)
+    with pytest.raises(NonFiniteLossError, match="nan"):
+        trainer.fit(loader, valid_data, saved=False, show_progress=False, verbose=False)
+
+
+def test_training_reduces_loss_and_beats_untrained_model(tiny_data_path):
+    config, train_data, valid_data, test_data, model, trainer = _setup(tiny_data_path, epochs=15,
+                                                                       learning_rate=0.01)
+    model.float()
+    before = trainer.evaluate(test_data, load_best_model=False)
+    real = training_sequences(train_data.dataset)
+    loader = SequenceTrainLoader(real, 16, 20, seed=0, dataset=train_data.dataset)
+    trainer.fit(loader, valid_data, saved=True, show_progress=False, verbose=False)
+    losses = list(trainer.train_loss_dict.values())
+    assert losses[-1] < losses[0]
+    trainer.load_best()
+    after = trainer.evaluate(test_data, load_best_model=False)
+    assert after["recall@10"] > before["recall@10"] + 0.2
