@@ -8,6 +8,7 @@ import sys
 
 from recbole_rsir.errors import InputError
 from recbole_rsir.quick_start import run_rsir
+from recbole_rsir.trainer.trainer import NonFiniteLossError
 
 
 def main(argv=None):
@@ -22,6 +23,9 @@ def main(argv=None):
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     return 0
 
 

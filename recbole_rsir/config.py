@@ -7,6 +7,7 @@ given (``cmd_args``), so a Config built inside a user's script or a test never p
 that program's own ``sys.argv``.
 """
 import os
+from enum import Enum
 
 import yaml
 from recbole.config import Config as RecBoleConfig
@@ -72,6 +73,23 @@ class Config(RecBoleConfig):
                 self._update_internal_config_dict(path)
 
 
+def _plain_value(value):
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {str(k): _plain_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def plain_config(config):
+    """Every final config value as JSON/YAML-safe data (enums by name, devices as text)."""
+    return {k: _plain_value(v) for k, v in sorted(config.final_config_dict.items())}
+
+
 def _check(ok, message):
     if not ok:
         raise ConfigError(message)
@@ -103,7 +121,7 @@ def validate(config):
     prefix = config["rsir_prefix_len"]
     _check(prefix == "random" or (isinstance(prefix, int) and not isinstance(prefix, bool) and prefix >= 1),
            f"rsir_prefix_len must be an integer >= 1 or 'random', got {prefix!r}")
-    for key in ("rsir_fidelity", "rsir_seed_synthetic", "exclude_history_items"):
+    for key in ("rsir_fidelity", "rsir_seed_synthetic", "rsir_overwrite", "exclude_history_items"):
         _check(isinstance(config[key], bool), f"{key} must be true or false, got {config[key]!r}")
     _check(config["rsir_mode"] in ("scratch", "finetune"),
            f"rsir_mode must be 'scratch' or 'finetune', got {config['rsir_mode']!r}")

@@ -8,13 +8,11 @@ import logging
 import os
 import sys
 import tempfile
-from enum import Enum
 
-import yaml
 from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_rsir.config import Config
+from recbole_rsir.config import Config, plain_config
 from recbole_rsir.data import create_dataset
 from recbole_rsir.data.bundled import check_dataset
 from recbole_rsir.errors import ConfigError
@@ -22,23 +20,6 @@ from recbole_rsir.trainer.rounds import RSIRRounds
 
 RESULTS_FILE = "rsir_results.json"
 TABLE_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10")
-
-
-def _plain_value(value):
-    if isinstance(value, Enum):
-        return value.name
-    if isinstance(value, dict):
-        return {str(k): _plain_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain_value(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-def plain_config(config):
-    """Every final config value as JSON/YAML-safe data (enums by name, devices as text)."""
-    return {k: _plain_value(v) for k, v in sorted(config.final_config_dict.items())}
 
 
 def check_output_dir(path):
@@ -111,9 +92,6 @@ def run_rsir(model=None, dataset=None, config_file_list=None, config_dict=None, 
     logger = logging.getLogger()
     logger.info(sys.argv)
     logger.info(config)
-    with open(os.path.join(output_dir, "config.yaml"), "w", encoding="utf-8") as f:
-        yaml.safe_dump(plain_config(config), f, sort_keys=True)
-
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)

@@ -12,7 +12,7 @@ from recbole.data import create_dataset
 
 from recbole_rsir.config import Config
 from recbole_rsir.data.bundled import BUNDLED, BUNDLED_DIR, ensure_dataset
-from recbole_rsir.data.convert import read_sequences
+from recbole_rsir.data.convert import read_sequences, write_atomic
 from recbole_rsir.data.loader import SequenceTrainLoader, windows
 from recbole_rsir.data.merge import prefix_rows, training_loader, write_synthetic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
@@ -91,7 +91,7 @@ def test_ensure_dataset_unpacks_once_and_user_files_win(tmp_path):
     assert os.path.getsize(path) > 1_000_000
     own = tmp_path / "ml-1m"
     own.mkdir()
-    (own / "ml-1m.inter").write_text("user_id:token\titem_id:token\n1\t2\n")
+    (own / "ml-1m.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t2\t0\n")
     assert ensure_dataset(str(own), "ml-1m") == str(own / "ml-1m.inter")
     assert (own / "ml-1m.inter").read_text().count("\n") == 2
     with pytest.raises(UnknownDatasetError, match="bundled: " + ", ".join(BUNDLED)):
@@ -175,3 +175,28 @@ def test_synthetic_atomic_file_loads_in_recbole(tiny_data_path, tiny):
                     for u in range(1, 4))
     expected = sorted(tuple(train_data.dataset.id2token("item_id", synthetic[i])) for i in range(3))
     assert tokens == expected
+
+
+@pytest.mark.parametrize("body, message", [
+    ("user_id:token\titem_id:token\ttimestamp:float\n1\t2\n", "bad.inter:2: 2 fields, header has 3"),
+    ("user_id:token\titem_id:token\ttimestamp:float\n1\t2\tsoon\n", "bad.inter:2: timestamp 'soon' is not a number"),
+    ("user_id:token\titem_id:token\ttimestamp:float\n1\t\t3\n", "bad.inter:2: empty item_id"),
+    ("user_id:token\titem_id:token\n1\t2\n", "bad.inter:1: header lacks timestamp"),
+    ("user_id:token\titem_id:token\ttimestamp:float\n", "bad.inter: no interactions"),
+])
+def test_malformed_atomic_files_are_reported_by_line(tmp_path, body, message):
+    from recbole_rsir.data.bundled import check_dataset
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "bad.inter").write_text(body)
+    with pytest.raises(DatasetFormatError, match=message):
+        check_dataset(str(tmp_path / "bad"), "bad")
+
+
+def test_dataset_too_small_to_split_is_refused(tmp_path):
+    from recbole_rsir.data import create_dataset
+
+    write_atomic([(1, [1, 2, 3, 4], [0, 1, 2, 3]), (2, [2, 3], [0, 1])], str(tmp_path / "small" / "small.inter"))
+    config = Config("SASRec", "small", config_dict={"data_path": str(tmp_path), "state": "WARNING"})
+    with pytest.raises(DatasetFormatError, match="too small to split: 1 of 2 users have fewer than 3"):
+        create_dataset(config)

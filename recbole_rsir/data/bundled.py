@@ -8,6 +8,7 @@ import gzip
 import os
 import shutil
 
+from recbole_rsir.data.convert import check_atomic_file
 from recbole_rsir.errors import UnknownDatasetError
 
 BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled")
@@ -20,8 +21,11 @@ def atomic_file(data_path, name):
 
 
 def check_dataset(data_path, name):
-    """Raise UnknownDatasetError unless RecBole can load ``name``; touches nothing."""
-    if os.path.isfile(atomic_file(data_path, name)) or name in BUNDLED:
+    """Raise unless RecBole can load ``name`` (user files are checked line by line); touches nothing."""
+    if os.path.isfile(atomic_file(data_path, name)):
+        check_atomic_file(atomic_file(data_path, name))
+        return
+    if name in BUNDLED:
         return
     raise UnknownDatasetError(
         f"unknown dataset {name!r}: no {atomic_file(data_path, name)} and not bundled "

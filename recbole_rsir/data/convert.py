@@ -83,6 +83,37 @@ def write_atomic(rows, out_path):
     return out_path
 
 
+def check_atomic_file(path, required=("user_id", "item_id", "timestamp")):
+    """Check an atomic ``.inter`` file line by line, so a bad row is reported by file and line
+    instead of surfacing as a pandas error deep inside RecBole."""
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        names = [h.split(":")[0] for h in header]
+        missing = [r for r in required if r not in names]
+        if missing:
+            raise DatasetFormatError(f"{path}:1: header lacks {', '.join(missing)} (has {', '.join(header)})")
+        floats = [i for i, h in enumerate(header) if h.endswith(":float")]
+        tokens = [names.index(r) for r in required if not header[names.index(r)].endswith(":float")]
+        rows = 0
+        for lineno, line in enumerate(f, start=2):
+            fields = line.rstrip("\n").split("\t")
+            if fields == [""]:
+                continue
+            if len(fields) != len(header):
+                raise DatasetFormatError(f"{path}:{lineno}: {len(fields)} fields, header has {len(header)}")
+            for i in tokens:
+                if not fields[i].strip():
+                    raise DatasetFormatError(f"{path}:{lineno}: empty {names[i]}")
+            for i in floats:
+                try:
+                    float(fields[i])
+                except ValueError:
+                    raise DatasetFormatError(f"{path}:{lineno}: {names[i]} {fields[i]!r} is not a number") from None
+            rows += 1
+    if rows == 0:
+        raise DatasetFormatError(f"{path}: no interactions")
+
+
 def convert(path, name, out_dir):
     """Convert one benchmark file into ``out_dir/name/name.inter``; returns that path."""
     rows = read_sequences(path)

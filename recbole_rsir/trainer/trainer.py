@@ -74,7 +74,8 @@ class RSIRTrainer(Trainer):
         self._histories = {}
         self._eval_history = None
         self._neg_generator = torch.Generator(device=self.device).manual_seed(config["seed"])
-        self.epoch_label = ""
+        self.round_index = 0
+        self.epoch = 0
         self.best_epoch = -1
 
     # ---- training -------------------------------------------------------------------
@@ -100,11 +101,12 @@ class RSIRTrainer(Trainer):
         return loss
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.epoch = epoch_idx
         if not isinstance(train_data, SequenceTrainLoader):
             return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         self.model.train()
         batches = tqdm(train_data, total=len(train_data), ncols=100, leave=False,
-                       desc=set_color(f"Train {self.epoch_label}{epoch_idx:>4}", "pink"),
+                       desc=set_color(f"Train r{self.round_index} {epoch_idx:>4}", "pink"),
                        disable=not show_progress)
         total = 0.0
         for items, lengths, times in batches:
@@ -121,7 +123,8 @@ class RSIRTrainer(Trainer):
 
     def _check_nan(self, loss):
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"training loss is {loss.item()} {self.epoch_label}".strip())
+            raise NonFiniteLossError(f"round {self.round_index}, epoch {self.epoch}: training loss is "
+                                     f"{loss.item()}; stopped, finished rounds are kept")
 
     # ---- checkpoints: tensors and plain data only, loadable with weights_only=True ----
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):

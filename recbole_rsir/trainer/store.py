@@ -1,0 +1,116 @@
+"""Finished rounds on disk, so an interrupted run loses at most the round in progress.
+
+``rsir_output_dir/rounds/round<k>/`` holds a finished round: ``model.pth`` (best weights:
+tensors and plain data, loaded with ``weights_only=True``), ``synthetic.npz`` (the sequences
+accepted in that round) and ``result.json``. A round is built in ``round<k>.tmp/`` and
+renamed into place only when complete, so a folder without ``.tmp`` is always whole.
+Every round reseeds from (seed, round), so resuming gives the same results as not stopping.
+"""
+import json
+import os
+import shutil
+import zipfile
+
+import numpy as np
+import torch
+import yaml
+
+from recbole_rsir.data.sequences import SequenceSet
+from recbole_rsir.errors import ConfigError, InputError
+
+RUN_CONFIG = "config.yaml"
+IGNORED_KEYS = frozenset({
+    # how far, where, and how verbosely to run; none changes a round's result
+    "rsir_rounds", "rsir_output_dir", "rsir_overwrite", "rsir_gen_batch_size", "rsir_score_chunk",
+    "show_progress", "state", "checkpoint_dir", "data_path", "device", "gpu_id", "use_gpu",
+    "worker", "local_rank", "log_wandb", "wandb_project", "eval_batch_size", "config_files",
+})
+
+
+class CorruptFileError(InputError):
+    """A saved round that cannot be read back."""
+
+
+class OutputError(InputError):
+    """The output directory cannot take what a run must write."""
+
+
+def _unreadable(path, err):
+    return CorruptFileError(f"{path} is unreadable ({type(err).__name__}: {err}); "
+                            f"delete {os.path.dirname(path)} to recompute that round")
+
+
+class RoundStore:
+    def __init__(self, output_dir):
+        self.output_dir = output_dir
+        self.rounds_dir = os.path.join(output_dir, "rounds")
+
+    def round_dir(self, k):
+        return os.path.join(self.rounds_dir, f"round{k}")
+
+    def begin(self, k):
+        """A clean temporary folder for round k; its model.pth is where training saves."""
+        tmp = self.round_dir(k) + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        return tmp
+
+    def checkpoint(self, k):
+        return os.path.join(self.round_dir(k) + ".tmp", "model.pth")
+
+    def commit(self, k, result, synthetic):
+        tmp = self.round_dir(k) + ".tmp"
+        try:
+            np.savez(os.path.join(tmp, "synthetic.npz"), items=synthetic.items, offsets=synthetic.offsets,
+                     timestamps=synthetic.timestamps, users=synthetic.users)
+            with open(os.path.join(tmp, "result.json"), "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=2)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.round_dir(k))
+        except OSError as err:
+            raise OutputError(f"cannot save round {k} in {self.output_dir}: {err.strerror or err}") from None
+
+    def finished(self):
+        """Rounds 0..k-1 that are complete on disk, in order (a gap ends the list)."""
+        k = 0
+        while os.path.isfile(os.path.join(self.round_dir(k), "result.json")):
+            k += 1
+        return list(range(k))
+
+    def load(self, k):
+        """``(result dict, synthetic SequenceSet, state_dict)`` of finished round k."""
+        folder = self.round_dir(k)
+        path = os.path.join(folder, "result.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                result = json.load(f)
+            path = os.path.join(folder, "synthetic.npz")
+            with np.load(path, allow_pickle=False) as data:
+                synthetic = SequenceSet(data["items"], data["offsets"], data["timestamps"], data["users"])
+            path = os.path.join(folder, "model.pth")
+            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        except (OSError, ValueError, KeyError, EOFError, RuntimeError, zipfile.BadZipFile,
+                json.JSONDecodeError) as err:
+            raise _unreadable(path, err) from None
+        return result, synthetic, state
+
+    # ---- the run's config ------------------------------------------------------------
+    def check_config(self, plain, overwrite):
+        """Refuse to resume a directory made with other settings, unless told to start over."""
+        path = os.path.join(self.output_dir, RUN_CONFIG)
+        if os.path.isfile(path) and self.finished():
+            with open(path, encoding="utf-8") as f:
+                stored = yaml.safe_load(f) or {}
+            keys = sorted(k for k in set(stored) | set(plain)
+                          if k not in IGNORED_KEYS and stored.get(k) != plain.get(k))
+            if keys and not overwrite:
+                raise ConfigError(
+                    f"{self.output_dir} holds rounds made with other settings ({', '.join(keys)}); "
+                    f"use another rsir_output_dir or pass --rsir_overwrite=True to start over")
+            if keys:
+                shutil.rmtree(self.rounds_dir, ignore_errors=True)
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            yaml.safe_dump(plain, f, sort_keys=True)
+        os.replace(path + ".tmp", path)

@@ -1,0 +1,118 @@
+"""Interrupted runs resume where they stopped; bad state and bad outputs give clear errors."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny
+from test_rounds import SMALL, run_cli
+
+from recbole_rsir.data.sequences import SequenceSet
+from recbole_rsir.errors import ConfigError
+from recbole_rsir.trainer.rounds import FAULT_ENV, RSIRRounds
+from recbole_rsir.trainer.store import OutputError, RoundStore
+from recbole_rsir.trainer.trainer import NonFiniteLossError, RSIRTrainer
+
+
+def _args(data_path, out, *extra):
+    return ["--model=SASRec", "--dataset=tiny", f"--data_path={data_path}", f"--rsir_output_dir={out}",
+            *SMALL, *extra]
+
+
+def _outcome(out):
+    """Everything a run decides, without wall-clock times."""
+    rounds = json.load(open(os.path.join(out, "rsir_results.json")))["rounds"]
+    keep = [{k: v for k, v in r.items() if k not in ("generate_seconds", "train_seconds")} for r in rounds]
+    for r in keep:
+        r["generation"].pop("atomic_file", None)
+    synthetic = []
+    for k in range(len(rounds)):
+        with np.load(os.path.join(out, "rounds", f"round{k}", "synthetic.npz")) as data:
+            synthetic.append({name: data[name].tolist() for name in data.files})
+    return keep, synthetic
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["generate:2", "train:2"])
+def test_killed_run_resumes_to_the_same_results(tiny_data_path, fault, monkeypatch):
+    whole = os.path.join(tiny_data_path, "whole")
+    assert run_cli(_args(tiny_data_path, whole, "--rsir_rounds=2"), tiny_data_path).returncode == 0
+
+    cut = os.path.join(tiny_data_path, "cut")
+    monkeypatch.setenv(FAULT_ENV, fault)
+    killed = run_cli(_args(tiny_data_path, cut, "--rsir_rounds=2"), tiny_data_path)
+    assert killed.returncode == -signal.SIGKILL
+    assert RoundStore(cut).finished() == [0, 1]
+    round1 = os.path.join(cut, "rounds", "round1", "result.json")
+    stamp = os.stat(round1).st_mtime_ns
+    monkeypatch.delenv(FAULT_ENV)
+    resumed = run_cli(_args(tiny_data_path, cut, "--rsir_rounds=2"), tiny_data_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert os.stat(round1).st_mtime_ns == stamp          # round 1 was reused, not redone
+    assert _outcome(cut) == _outcome(whole)
+
+
+@pytest.mark.slow
+def test_other_settings_are_refused_unless_overwritten_and_more_rounds_extend(tiny_data_path):
+    out = os.path.join(tiny_data_path, "out")
+    assert run_cli(_args(tiny_data_path, out, "--rsir_rounds=0"), tiny_data_path).returncode == 0
+    refused = run_cli(_args(tiny_data_path, out, "--rsir_rounds=0", "--rsir_m=3", "--learning_rate=0.002"),
+                      tiny_data_path)
+    assert refused.returncode == 2
+    assert "other settings (learning_rate, rsir_m)" in refused.stderr and "--rsir_overwrite=True" in refused.stderr
+    stamp = os.stat(os.path.join(out, "rounds", "round0", "result.json")).st_mtime_ns
+    more = run_cli(_args(tiny_data_path, out, "--rsir_rounds=1"), tiny_data_path)
+    assert more.returncode == 0
+    assert os.stat(os.path.join(out, "rounds", "round0", "result.json")).st_mtime_ns == stamp
+    assert RoundStore(out).finished() == [0, 1]
+    forced = run_cli(_args(tiny_data_path, out, "--rsir_rounds=0", "--rsir_m=3", "--rsir_overwrite=True"),
+                     tiny_data_path)
+    assert forced.returncode == 0 and RoundStore(out).finished() == [0]
+
+
+def test_corrupt_saved_round_names_the_file(tiny_data_path):
+    out = os.path.join(tiny_data_path, "out")
+    config, _, train_data, valid_data, test_data = build_tiny(tiny_data_path, rsir_rounds=0, rsir_output_dir=out)
+    RSIRRounds(config, train_data, valid_data, test_data).run()
+    model_file = os.path.join(out, "rounds", "round0", "model.pth")
+    with open(model_file, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ConfigError.__mro__[1], match=f"{model_file} is unreadable .*delete .*round0"):
+        RSIRRounds(config, train_data, valid_data, test_data).run()
+
+
+def test_unwritable_output_dir_fails_before_training(tiny_data_path):
+    blocker = os.path.join(tiny_data_path, "a-file")
+    open(blocker, "w").close()
+    done = run_cli(_args(tiny_data_path, os.path.join(blocker, "out")), tiny_data_path)
+    assert done.returncode == 2 and "is not writable" in done.stderr
+    assert done.stderr.strip().count("\n") == 0
+
+
+def test_full_disk_while_saving_a_round_is_a_clear_error(tiny_data_path, monkeypatch):
+    store = RoundStore(os.path.join(tiny_data_path, "out"))
+    store.begin(0)
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", no_space)
+    with pytest.raises(OutputError, match="cannot save round 0 in .*: No space left on device"):
+        store.commit(0, {}, SequenceSet.empty())
+
+
+def test_nan_loss_stops_with_round_and_epoch_and_keeps_finished_rounds(tiny_data_path):
+    out = os.path.join(tiny_data_path, "out")
+    config, _, train_data, valid_data, test_data = build_tiny(tiny_data_path, rsir_rounds=1, rsir_output_dir=out,
+                                                              rsir_tau=10)
+
+    class BreaksInRound1(RSIRTrainer):
+        def position_loss(self, *batch):
+            loss = super().position_loss(*batch)
+            return loss * torch.tensor(float("nan")) if self.round_index == 1 else loss
+
+    with pytest.raises(NonFiniteLossError, match="round 1, epoch 0: training loss is nan"):
+        RSIRRounds(config, train_data, valid_data, test_data, trainer_class=BreaksInRound1).run()
+    assert RoundStore(out).finished() == [0]
