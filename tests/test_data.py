@@ -196,7 +196,7 @@ def test_malformed_atomic_files_are_reported_by_line(tmp_path, body, message):
 def test_dataset_too_small_to_split_is_refused(tmp_path):
     from recbole_rsir.data import create_dataset
 
-    write_atomic([(1, [1, 2, 3, 4], [0, 1, 2, 3]), (2, [2, 3], [0, 1])], str(tmp_path / "small" / "small.inter"))
+    write_atomic([(1, [1, 2, 3, 4], [0, 1, 2, 3]), (2, [2, 3, 4], [0, 1, 2])], str(tmp_path / "small" / "small.inter"))
     config = Config("SASRec", "small", config_dict={"data_path": str(tmp_path), "state": "WARNING"})
-    with pytest.raises(DatasetFormatError, match="too small to split: 1 of 2 users have fewer than 3"):
+    with pytest.raises(DatasetFormatError, match="too small to split: 1 of 2 users have fewer than 4"):
         create_dataset(config)

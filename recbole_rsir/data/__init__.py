@@ -6,8 +6,9 @@ from recbole_rsir.data.bundled import ensure_dataset
 from recbole_rsir.errors import DatasetFormatError
 
 
-MIN_USER_INTERACTIONS = 3
-"""Leave-one-out needs a training item, a validation item and a test item per user."""
+MIN_USER_INTERACTIONS = 4
+"""Leave-one-out needs one training pair (context -> target), a validation and a test item;
+RecBole gives a user with 3 interactions no validation item."""
 
 
 def create_dataset(config):
@@ -24,4 +25,4 @@ def check_splittable(dataset):
     if len(counts) == 0 or short:
         raise DatasetFormatError(
             f"dataset {dataset.dataset_name} is too small to split: {short} of {len(counts)} users have fewer "
-            f"than {MIN_USER_INTERACTIONS} interactions (filter with --user_inter_num_interval=\"[3,inf)\")")
+            f"than {MIN_USER_INTERACTIONS} interactions (filter with --user_inter_num_interval=\"[4,inf)\")")
