@@ -64,17 +64,17 @@ def test_shapes_and_mask_token_never_scored(tiny_data_path):
     out = model.forward(seq, length)  # SASRec's own forward
     assert out.shape == (b, 16)
     torch.testing.assert_close(out, model.sequence_output(seq, length)[torch.arange(b), length - 1])
-    assert model.item_logits(out).shape == (b, model.n_items)
+    assert causal.item_logits(model, out).shape == (b, model.n_items)
     assert model.full_sort_predict(batch).shape == (b, model.n_items)
     items = torch.tensor([3, 1, 7])
-    torch.testing.assert_close(model.item_logits(out, items), model.item_logits(out)[:, items])
+    torch.testing.assert_close(causal.item_logits(model, out, items), causal.item_logits(model, out)[:, items])
     # the mask token has its own vector, different from every item's
     masked = seq.clone()
     masked[:, 0] = model.mask_token
     assert not torch.allclose(model.sequence_output(masked, length)[:, 0], model.sequence_output(seq, length)[:, 0])
     # the protocol helpers see this model's own per-position path
     torch.testing.assert_close(causal.sequence_output(model, seq, length), model.sequence_output(seq, length))
-    torch.testing.assert_close(causal.item_logits(model, out), model.item_logits(out))
+    torch.testing.assert_close(causal.item_logits(model, out), causal.item_logits(model, out))
 
 
 def test_generation_kv_cache_applies(tiny_data_path):
@@ -187,7 +187,7 @@ def test_loss_is_next_item_ce_plus_lmd_infonce_and_leaves_data_alone(tiny_data_p
     torch.manual_seed(3)
     aux = model.auxiliary_loss(batch["item_id_list"], batch["item_length"])
     out = model.forward(batch["item_id_list"], batch["item_length"])
-    ce = F.cross_entropy(model.item_logits(out), batch["item_id"])
+    ce = F.cross_entropy(causal.item_logits(model, out), batch["item_id"])
     assert loss.item() == pytest.approx((ce + aux).item(), rel=1e-5)
     assert aux.item() > 0
     assert torch.equal(batch["item_id_list"], seq_before)

@@ -49,7 +49,7 @@ def test_yaml_defaults_and_lookup(tiny_data_path):
     assert get_model("HSTU") is HSTU
     assert (config["hidden_size"], config["n_layers"], config["n_heads"]) == (64, 4, 4)
     assert (config["attention_dim"], config["linear_dim"], config["temperature"]) == (16, 16, 0.05)
-    assert (config["num_time_buckets"], config["hstu_loss"], config["loss_type"]) == (128, "full_ce", "CE")
+    assert (config["num_time_buckets"], config["train_loss"], config["loss_type"]) == (128, "full_ce", "CE")
     assert HSTU.TIME_SEQ == "timestamp_list" == causal.time_field(HSTU)
 
 
@@ -64,11 +64,11 @@ def test_shapes_and_normalised_scores(tiny_data_path):
     torch.testing.assert_close(out[valid].norm(dim=-1), torch.ones(int(valid.sum())))
     last = model.forward(seq, length, times)
     torch.testing.assert_close(last, out[torch.arange(len(seq)), length - 1])
-    logits = model.item_logits(last)
+    logits = causal.item_logits(model, last)
     assert logits.shape == (len(seq), model.n_items)
     assert logits.abs().max() <= 1 / model.temperature + 1e-4
     items = torch.tensor([5, 2, 9])
-    torch.testing.assert_close(model.item_logits(last, items), logits[:, items])
+    torch.testing.assert_close(causal.item_logits(model, last, items), logits[:, items])
     targets = batch["item_id"]
     torch.testing.assert_close(causal.target_logits(model, last, targets), logits[torch.arange(len(seq)), targets])
     torch.testing.assert_close(causal.sequence_output(model, seq, length, times), out)
@@ -176,7 +176,7 @@ def test_time_bias_reacts_to_gaps_and_is_inert_without_timestamps(tiny_data_path
 
 
 def test_sampled_softmax_masks_accidental_hits(tiny_data_path):
-    _, model, train, _, _ = build(tiny_data_path, hstu_loss="sampled_softmax", hstu_neg_samples=40)
+    _, model, train, _, _ = build(tiny_data_path, train_loss="sampled_softmax", train_neg_samples=40)
     model.eval()  # no dropout: the negatives are the only random draw
     batch = next(iter(train))
     torch.manual_seed(5)
@@ -184,7 +184,7 @@ def test_sampled_softmax_masks_accidental_hits(tiny_data_path):
     torch.manual_seed(5)
     negatives = torch.randint(1, model.n_items, (40,))
     output = model.forward(batch["item_id_list"], batch["item_length"], batch["timestamp_list"])
-    scores = model.item_logits(output)
+    scores = causal.item_logits(model, output)
     rows = []
     for r, target in enumerate(batch["item_id"].tolist()):
         kept = [scores[r, n] for n in negatives.tolist() if n != target]
@@ -194,10 +194,10 @@ def test_sampled_softmax_masks_accidental_hits(tiny_data_path):
     assert loss.item() == pytest.approx(torch.stack(rows).mean().item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("hstu_loss", ["full_ce", "sampled_softmax"])
-def test_loss_falls(tiny_data_path, hstu_loss):
+@pytest.mark.parametrize("train_loss", ["full_ce", "sampled_softmax"])
+def test_loss_falls(tiny_data_path, train_loss):
     torch.manual_seed(0)
-    _, model, train, _, _ = build(tiny_data_path, hstu_loss=hstu_loss, hstu_neg_samples=16,
+    _, model, train, _, _ = build(tiny_data_path, train_loss=train_loss, train_neg_samples=16,
                                   hidden_dropout_prob=0.1)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     batch = next(iter(train))
@@ -219,7 +219,7 @@ def test_full_sort_predict_agrees_with_predict_and_reads_time(tiny_data_path):
     torch.testing.assert_close(model.predict(batch), full[torch.arange(len(full)), batch["item_id"]])
     untimed = Interaction({k: batch[k] for k in batch.interaction if k != "timestamp_list"})
     seq, length = batch["item_id_list"], batch["item_length"]
-    torch.testing.assert_close(model.full_sort_predict(untimed), model.item_logits(model.forward(seq, length)))
+    torch.testing.assert_close(model.full_sort_predict(untimed), causal.item_logits(model, model.forward(seq, length)))
     assert not torch.allclose(model.full_sort_predict(untimed), full)
 
 

@@ -6,8 +6,8 @@ implement the protocol directly:
 
 - ``sequence_output(item_seq, item_seq_len, time_seq=None) -> [B, L, d]``
 - ``item_embeddings(items=None) -> [n_items or K, d]``: the vectors outputs are dotted
-  with to score items (normalised / temperature-scaled where the model does that), or
-  ``item_logits(output, items=None)`` when scores are not a plain dot product.
+  with to score items (normalised / temperature-scaled where the model does that); models
+  without it are scored with their ``item_embedding`` table, as RecBole's SASRec is.
 - optionally ``auxiliary_loss(item_seq, item_seq_len, time_seq=None) -> scalar``, added to
   the next-item loss (CL4SRec's contrastive term).
 - ``TIME_SEQ``: name of the timestamp-list field a backbone reads, if it reads time.
@@ -55,16 +55,11 @@ def _embeddings(model, items):
 
 def item_logits(model, output, items=None):
     """Scores ``[N, n_items]`` of every item (``items=None``) or ``[N, K]`` of shared ``items``."""
-    if hasattr(model, "item_logits") and not hasattr(model, "item_embeddings"):
-        return model.item_logits(output, items)
     return torch.matmul(output, _embeddings(model, items).transpose(0, 1))
 
 
 def target_logits(model, output, targets):
     """Score ``[N]`` of each row's own target item."""
-    if hasattr(model, "item_logits") and not hasattr(model, "item_embeddings"):
-        unique, inverse = torch.unique(targets, return_inverse=True)
-        return model.item_logits(output, unique).gather(1, inverse.unsqueeze(1)).squeeze(1)
     return (output * _embeddings(model, targets)).sum(-1)
 
 

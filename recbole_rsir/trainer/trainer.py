@@ -9,7 +9,6 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 from scipy.sparse import csr_matrix
@@ -17,13 +16,8 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_rsir.data.loader import SequenceTrainLoader
-from recbole_rsir.model.causal import (
-    item_logits,
-    sequence_output,
-    supports_positions,
-    target_logits,
-    time_field,
-)
+from recbole_rsir.model.causal import sequence_output, supports_positions, time_field
+from recbole_rsir.model.loss import next_item_loss
 
 
 class NonFiniteLossError(RuntimeError):
@@ -86,16 +80,8 @@ class RSIRTrainer(Trainer):
         time_seq = times[:, :-1] if time_field(model) else None
         output = sequence_output(model, inputs, (lengths - 1).clamp(min=1), time_seq)
         valid = targets > 0
-        hidden, target = output[valid], targets[valid]
-        if self.train_loss == "full_ce":
-            loss = F.cross_entropy(item_logits(model, hidden), target)
-        else:
-            negatives = torch.randint(1, model.n_items, (self.neg_samples,),
-                                      generator=self._neg_generator, device=self.device)
-            neg = item_logits(model, hidden, negatives)
-            neg = neg.masked_fill(negatives.unsqueeze(0) == target.unsqueeze(1), -math.inf)
-            logits = torch.cat([target_logits(model, hidden, target).unsqueeze(1), neg], dim=1)
-            loss = F.cross_entropy(logits, torch.zeros_like(target))
+        loss = next_item_loss(model, output[valid], targets[valid], self.train_loss, self.neg_samples,
+                              self._neg_generator)
         if hasattr(model, "auxiliary_loss"):
             loss = loss + model.auxiliary_loss(inputs, (lengths - 1).clamp(min=1), time_seq)
         return loss

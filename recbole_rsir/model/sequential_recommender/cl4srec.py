@@ -99,10 +99,6 @@ class CL4SRec(SASRec):
         attention_mask = self.get_attention_mask(item_seq)
         return self.trm_encoder(input_emb, attention_mask, output_all_encoded_layers=True)[-1]
 
-    def item_logits(self, output, items=None):
-        weight = self.item_embedding.weight if items is None else self.item_embedding(items)
-        return torch.matmul(output, weight.transpose(0, 1))
-
     # ---- contrastive term -------------------------------------------------------------
     def augment(self, item_seq, item_seq_len, operators):
         """One view per row, row ``b`` made by operator ``operators[b]``; inputs untouched."""

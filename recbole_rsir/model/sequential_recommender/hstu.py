@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 
-from recbole_rsir.errors import ConfigError
+from recbole_rsir.model.loss import next_item_loss
 
 
 def time_buckets(time_seq, num_buckets, base):
@@ -117,10 +117,8 @@ class HSTU(SequentialRecommender):
         self.temperature = config["temperature"]
         self.num_time_buckets = config["num_time_buckets"]
         self.time_bucket_base = config["time_bucket_base"]
-        self.hstu_loss = config["hstu_loss"]
-        self.hstu_neg_samples = config["hstu_neg_samples"]
-        if self.hstu_loss not in ("full_ce", "sampled_softmax"):
-            raise ConfigError(f"hstu_loss must be 'full_ce' or 'sampled_softmax', got {self.hstu_loss!r}")
+        self.train_loss = config["train_loss"]
+        self.train_neg_samples = config["train_neg_samples"]
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
@@ -158,9 +156,10 @@ class HSTU(SequentialRecommender):
     def forward(self, item_seq, item_seq_len, time_seq=None):
         return self.gather_indexes(self.sequence_output(item_seq, item_seq_len, time_seq), item_seq_len - 1)
 
-    def item_logits(self, output, items=None):
+    def item_embeddings(self, items=None):
+        """What outputs are dotted with: L2-normalised item embeddings over the temperature."""
         weight = self.item_embedding.weight if items is None else self.item_embedding(items)
-        return torch.matmul(output, F.normalize(weight, dim=-1).transpose(0, 1)) / self.temperature
+        return F.normalize(weight, dim=-1) / self.temperature
 
     # ---- RecBole interface ------------------------------------------------------------
     def _encode(self, interaction):
@@ -168,21 +167,12 @@ class HSTU(SequentialRecommender):
         return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], time_seq)
 
     def calculate_loss(self, interaction):
-        output = self._encode(interaction)
-        target = interaction[self.POS_ITEM_ID]
-        if self.hstu_loss == "full_ce":
-            return F.cross_entropy(self.item_logits(output), target)
-        negatives = torch.randint(1, self.n_items, (self.hstu_neg_samples,), device=target.device)
-        positive = (output * F.normalize(self.item_embedding(target), dim=-1)).sum(-1) / self.temperature
-        negative = self.item_logits(output, negatives)
-        negative = negative.masked_fill(negatives.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
-        logits = torch.cat([positive.unsqueeze(1), negative], dim=1)
-        return F.cross_entropy(logits, torch.zeros_like(target))
+        return next_item_loss(self, self._encode(interaction), interaction[self.POS_ITEM_ID],
+                              self.train_loss, self.train_neg_samples)
 
     def predict(self, interaction):
         output = self._encode(interaction)
-        item = interaction[self.ITEM_ID]
-        return (output * F.normalize(self.item_embedding(item), dim=-1)).sum(-1) / self.temperature
+        return (output * self.item_embeddings(interaction[self.ITEM_ID])).sum(-1)
 
     def full_sort_predict(self, interaction):
-        return self.item_logits(self._encode(interaction))
+        return torch.matmul(self._encode(interaction), self.item_embeddings().transpose(0, 1))

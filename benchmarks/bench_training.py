@@ -1,0 +1,66 @@
+"""Training speed on real data: one epoch of SASRec on amazon-beauty, stock RecBole vs this path.
+
+Run (never part of ``pytest tests``)::
+
+    pytest benchmarks/bench_training.py -s
+
+All three measurements use the same model, hyperparameters (RecBole's SASRec defaults) and
+training data (every training target of every user, 131,413 on Beauty), in one process:
+
+- ``recbole``: RecBole's own path, one row per prefix padded to MAX_ITEM_LIST_LENGTH, full
+  cross-entropy, batch 2048 prefixes (RecBole's default), RecBole's Trainer._train_epoch;
+- ``all_positions`` with ``full_ce`` and with ``sampled_softmax`` (256 shared negatives):
+  one row per user, loss at every position, length-bucketed batches of 256 sequences.
+
+Both paths run with this package's RecBole workarounds (anomaly detection off, fused gelu),
+so the ratio measures the training path, not those fixes.
+"""
+import time
+
+import pytest
+import torch
+from recbole.data import data_preparation
+from recbole.trainer import Trainer
+from recbole.utils import init_seed
+
+from recbole_rsir.config import Config
+from recbole_rsir.data import create_dataset
+from recbole_rsir.data.merge import training_loader
+from recbole_rsir.data.sequences import SequenceSet, training_sequences
+from recbole_rsir.trainer.trainer import RSIRTrainer
+from recbole_rsir.utils import get_model
+
+RESULTS = {}
+
+
+def beauty(**overrides):
+    config = Config("SASRec", "amazon-beauty", config_dict={"show_progress": False, "state": "WARNING",
+                                                            **overrides})
+    init_seed(config["seed"], True)
+    dataset = create_dataset(config)
+    train_data, _, _ = data_preparation(config, dataset)
+    model = get_model("SASRec")(config, train_data.dataset)
+    return config, train_data, model
+
+
+def one_epoch(trainer, loader):
+    start = time.perf_counter()
+    trainer._train_epoch(loader, 0, show_progress=False)
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize("path", ["recbole", "full_ce", "sampled_softmax"])
+def test_epoch_seconds(benchmark, path):
+    if path == "recbole":
+        config, train_data, model = beauty(train_path="recbole", train_batch_size=2048)
+        trainer, loader = Trainer(config, model), train_data
+    else:
+        config, train_data, model = beauty(train_loss=path)
+        trainer = RSIRTrainer(config, model)
+        loader = training_loader(config, train_data, training_sequences(train_data.dataset), SequenceSet.empty())
+    seconds = benchmark.pedantic(one_epoch, args=(trainer, loader), rounds=1, iterations=1)
+    RESULTS[path] = benchmark.stats.stats.mean if seconds is None else seconds
+    print(f"\n{path}: {RESULTS[path]:.1f} s/epoch (torch threads {torch.get_num_threads()})")
+    if len(RESULTS) == 3:
+        for fast in ("full_ce", "sampled_softmax"):
+            print(f"speed-up {fast} vs stock RecBole: {RESULTS['recbole'] / RESULTS[fast]:.1f}x")
