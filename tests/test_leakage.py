@@ -11,7 +11,7 @@ from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.loader import SequenceTrainLoader
 from recbole_rsir.data.merge import training_loader
 from recbole_rsir.data.sequences import eval_targets, training_sequences
-from recbole_rsir.generation.reference import generate_reference as generate
+from recbole_rsir.generation.generator import generate
 from recbole_rsir.generation.rules import GenerationSettings
 from recbole_rsir.utils import get_model
 

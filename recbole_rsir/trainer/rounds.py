@@ -18,7 +18,7 @@ from recbole_rsir.config import plain_config
 from recbole_rsir.data.merge import training_loader, write_synthetic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.errors import ConfigError
-from recbole_rsir.generation.reference import generate_reference as generate
+from recbole_rsir.generation.generator import generate
 from recbole_rsir.generation.rules import GenerationSettings
 from recbole_rsir.trainer.store import RoundStore
 from recbole_rsir.trainer.trainer import RSIRTrainer

@@ -1,0 +1,306 @@
+"""RSIR generation, batched: exactly what reference.py produces, many slots at a time.
+
+Terms as in the paper and reference.py. A *slot* q = seed_index * m + j is one attempt to
+grow a synthetic sequence from the *prefix* of a seed (a real training sequence). At each
+step the model scores the catalogue given the context; the *fidelity* test asks that some
+real item of the seed not yet in the context rank within the top *tau*: if none does, the
+last generated item is withdrawn and the slot ends. Otherwise the next item is picked from
+a *pool* (with probability *p* the seed's own items not yet used, else the whole catalogue
+minus the context) among the pool's top k.
+
+What is batched, and how:
+- up to ``batch_size`` slots advance together as tensors; a finished slot leaves the batch
+  and a pending one takes its place, so batches stay full;
+- the fidelity test needs no loop: rank = 1 + #strictly higher <= tau exactly when an
+  item's score is >= the tau-th largest score of items 1..n_items-1;
+- with ``score_chunk > 0`` the catalogue is scored in chunks: the tau-th largest score and
+  the pool's top k are merged from per-chunk top-k's, so no [batch, n_items] tensor exists;
+- SASRec keeps a key/value cache (cache.py); other backbones re-encode the whole context.
+
+All randomness comes from rules.draw_randomness indexed by (slot, step), so the output
+does not depend on batch size, chunking, or the decoding path. What can differ from the
+reference: an exact tie between two items' scores may be broken the other way, and a
+batched matmul may round a score's last bit differently from the reference's one-row one
+(float64 models make both moot; tests/test_generation.py runs them).
+"""
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from recbole_rsir.generation.cache import KVCache
+from recbole_rsir.generation.rules import accept, draw_randomness, pick_from_top, prefix_lengths, time_gap
+from recbole_rsir.model.causal import item_logits, sequence_output, time_field
+
+
+@dataclass
+class Batch:
+    """The slots being decoded: one row each, all ``[N, ...]`` tensors on the model's device."""
+    slot: torch.Tensor      # [N]        slot index q
+    context: torch.Tensor   # [N, max_len] items so far (prefix, then generated), 0-padded
+    times: torch.Tensor     # [N, max_len] float64 timestamps aligned with context
+    length: torch.Tensor    # [N]        items in context
+    prefix: torch.Tensor    # [N]        prefix length: items before the first generated one
+    gap: torch.Tensor       # [N]        float64 time added per generated item
+    history: torch.Tensor   # [N, S]     the seed's distinct items, ascending; padded with n_items
+    used: torch.Tensor      # [N, S]     history item already in context (padding counts as used)
+    distinct: torch.Tensor  # [N]        distinct items in context
+
+    def __len__(self):
+        return len(self.slot)
+
+    def select(self, index):
+        return Batch(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def cat(self, other):
+        return Batch(*(torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)))
+
+    def append(self, items):
+        """Add one generated item to every row (never one already in its context)."""
+        rows = torch.arange(len(self), device=items.device)
+        self.context[rows, self.length] = items
+        self.times[rows, self.length] = self.times[rows, self.length - 1] + self.gap
+        self.length += 1
+        self.used |= self.history == items.unsqueeze(1)
+        self.distinct += 1
+
+
+class SlotSource:
+    """Builds the rows of pending slots from the seeds: prefix, history, time gap."""
+
+    def __init__(self, seeds, prefix, settings, n_items, device):
+        self.seeds, self.prefix, self.m, self.max_len = seeds, prefix.numpy(), settings.m, settings.max_len
+        self.n_items, self.device = n_items, device
+        self.gaps = np.array([time_gap(seeds.times(s)) for s in range(len(seeds))], dtype=np.float64)
+        # each seed's distinct items in ascending order, flat (CSR)
+        owner = np.repeat(np.arange(len(seeds)), seeds.lengths)
+        order = np.lexsort((seeds.items, owner))
+        items, owner = seeds.items[order], owner[order]
+        first = np.ones(len(items), dtype=bool)
+        first[1:] = (items[1:] != items[:-1]) | (owner[1:] != owner[:-1])
+        self.history_items = items[first]
+        counts = np.bincount(owner[first], minlength=len(seeds))
+        self.history_offsets = np.concatenate([[0], np.cumsum(counts)])
+        self.history_width = max(int(counts.max()) if len(counts) else 1, 1)
+
+    def rows(self, start, stop):
+        """Rows for slots ``start .. stop - 1``, each with its prefix as context."""
+        slot = np.arange(start, stop)
+        s = slot // self.m
+        prefix = self.prefix[slot]
+        position = np.arange(self.max_len)
+        in_prefix = position[None, :] < prefix[:, None]
+        flat = np.where(in_prefix, self.seeds.offsets[s][:, None] + position[None, :], 0)
+        context = np.where(in_prefix, self.seeds.items[flat], 0)
+        times = np.where(in_prefix, self.seeds.timestamps[flat], 0.0)
+        column = np.arange(self.history_width)
+        n_history = np.diff(self.history_offsets)[s]
+        in_history = column[None, :] < n_history[:, None]
+        flat = np.where(in_history, self.history_offsets[s][:, None] + column[None, :], 0)
+        history = np.where(in_history, self.history_items[flat], self.n_items)
+        used = ~in_history
+        for j in range(int(prefix.max()) if len(prefix) else 0):
+            used |= history == context[:, j:j + 1]
+        ordered = np.sort(context, axis=1)
+        distinct = ((ordered > 0) & (ordered != np.pad(ordered, ((0, 0), (1, 0)))[:, :-1])).sum(1)
+        to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+        return Batch(to(slot), to(context.astype(np.int64)), to(times.astype(np.float64)),
+                     to(prefix.astype(np.int64)), to(prefix.astype(np.int64)), to(self.gaps[s]),
+                     to(history.astype(np.int64)), to(used), to(distinct.astype(np.int64)))
+
+
+class ReEncoder:
+    """Any causal backbone: the whole context is encoded again; its last position is read."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def start(self, batch):
+        return self.extend(batch)
+
+    def extend(self, batch):
+        width = int(batch.length.max())
+        time_seq = batch.times[:, :width].float() if time_field(self.model) else None
+        output = sequence_output(self.model, batch.context[:, :width], batch.length, time_seq)
+        return output[torch.arange(len(batch), device=output.device), batch.length - 1]
+
+    def keep(self, index):
+        pass
+
+
+@dataclass
+class Scores:
+    """What one step needs from the catalogue's scores, per row."""
+    history: torch.Tensor          # [N, S]  score of each history item
+    tau_th: torch.Tensor           # [N]     tau-th largest score of items 1.. (None: fidelity off)
+    catalogue_top: torch.Tensor    # [N, k]  top scores of the catalogue minus the context (k = 0: unused)
+    catalogue_items: torch.Tensor  # [N, k]  their items
+
+    def select(self, index):
+        return Scores(self.history[index], None if self.tau_th is None else self.tau_th[index],
+                      self.catalogue_top[index], self.catalogue_items[index])
+
+
+def merge_top(values, items, new_values, new_items, k):
+    """Top k of two descending candidate lists and their items."""
+    if not values.size(1):
+        return new_values, new_items
+    values = torch.cat([values, new_values], dim=1)
+    top, index = torch.topk(values, min(k, values.size(1)), dim=1)
+    return top, torch.cat([items, new_items], dim=1).gather(1, index)
+
+
+def score_catalogue(model, hidden, batch, settings, catalogue):
+    """Scores of the catalogue given each row's context, reduced to what the step needs.
+
+    One top list of the whole catalogue serves both tests: its tau-th value is the
+    fidelity threshold, and its first k items outside the context are the catalogue
+    pool's top k (it is long enough: k + the context's length). Rows with the same
+    context (the m slots of a seed start alike) have the same scores, so each distinct
+    context is scored once. The catalogue is scored in chunks of ``score_chunk`` items (all
+    at once when 0) whose top lists are merged: memory holds [contexts, chunk] scores,
+    never [N, n_items]. Scores are float32, as the reference's.
+    """
+    n_items = model.n_items
+    width = int(batch.length.max())
+    contexts, row_context = torch.unique(batch.context[:, :width], dim=0, return_inverse=True)
+    first_row = torch.full((len(contexts),), len(batch), device=hidden.device).scatter_reduce(
+        0, row_context, torch.arange(len(batch), device=hidden.device), "amin")
+    hidden = hidden[first_row]
+
+    fidelity = settings.fidelity
+    tau, k = min(settings.tau, n_items - 1), min(settings.topk, n_items - 1)
+    list_len = min(max(tau if fidelity else 0, k + width if catalogue else 0), n_items)
+    chunk = settings.score_chunk or n_items
+    top = hidden.new_empty((len(contexts), 0), dtype=torch.float32)
+    top_items = contexts.new_empty((len(contexts), 0))
+    history = torch.full(batch.history.shape, -math.inf, device=hidden.device)
+    for start in range(0, n_items, chunk):
+        stop = min(start + chunk, n_items)
+        items = None if stop - start == n_items else torch.arange(start, stop, device=hidden.device)
+        scores = item_logits(model, hidden, items).float()
+        if start == 0:
+            scores[:, 0] = -math.inf  # padding, never an item
+        local = batch.history - start
+        inside = (local >= 0) & (local < stop - start)
+        history = torch.where(inside, scores[row_context.unsqueeze(1), local.clamp(0, stop - start - 1)],
+                              history)
+        if list_len:
+            chunk_top, chunk_items = torch.topk(scores, min(list_len, stop - start), dim=1)
+            top, top_items = merge_top(top, top_items, chunk_top, chunk_items + start, list_len)
+        del scores  # before the next chunk's scores exist
+
+    tau_th = top[row_context, tau - 1] if fidelity else None
+    catalogue_top, catalogue_items = top[:, :0], top_items[:, :0]
+    if catalogue:
+        in_context = (top_items.unsqueeze(2) == contexts.unsqueeze(1)).any(2)
+        catalogue_top, index = torch.topk(top.masked_fill(in_context, -math.inf), k, dim=1)
+        catalogue_items = top_items.gather(1, index)
+    return Scores(history, tau_th, catalogue_top[row_context], catalogue_items[row_context])
+
+
+def pool_top(scores, batch, from_history, k):
+    """Each row's pool top ``[N, k]`` (scores descending, -inf = absent) and its items."""
+    history_scores = scores.history.masked_fill(batch.used, -math.inf)
+    top, index = torch.topk(history_scores, min(k, history_scores.size(1)), dim=1)
+    top_items = batch.history.gather(1, index)
+    pad = lambda x, fill: torch.nn.functional.pad(x, (0, k - x.size(1)), value=fill)
+    top, top_items = pad(top, -math.inf), pad(top_items, 0)
+    if scores.catalogue_top.size(1):
+        from_catalogue = ~from_history.unsqueeze(1)
+        top = torch.where(from_catalogue, pad(scores.catalogue_top, -math.inf), top)
+        top_items = torch.where(from_catalogue, pad(scores.catalogue_items, 0), top_items)
+    return top, top_items
+
+
+def pick(top, u, pool_size, k):
+    """Index into each row's pool top, drawn with ``u``; rows are grouped by how many
+    candidates they have, so each one sees exactly the reference's ``min(k, |pool|)`` list."""
+    n_candidates = pool_size.clamp(max=k)
+    choice = torch.zeros_like(n_candidates)
+    for c in torch.unique(n_candidates).tolist():
+        rows = (n_candidates == c).nonzero().squeeze(1)
+        choice[rows] = pick_from_top(top[rows, :c], u[rows])
+    return choice
+
+
+def survivors(finished):
+    """Rows that go on, in an order that moves few: the last ones fill the finished ones' places."""
+    n_kept = int((~finished).sum())
+    order = torch.arange(n_kept, device=finished.device)
+    order[finished[:n_kept]] = (~finished[n_kept:]).nonzero().squeeze(1) + n_kept
+    return order
+
+
+@torch.no_grad()
+def generate(model, seeds, settings, seed, show_progress=False):
+    """Synthetic sequences for every seed sequence in ``seeds`` (a SequenceSet).
+
+    Same result as ``generate_reference(model, seeds, settings, seed)``.
+    """
+    model.eval()
+    device, n_items, max_len = model.device, model.n_items, settings.max_len
+    n_slots = len(seeds) * settings.m
+    draws = draw_randomness(n_slots, max_len, seed)
+    prefix = prefix_lengths(seeds.lengths, settings, draws)
+    pool_u, pick_u = draws.pool.to(device), draws.pick.to(device)
+    source = SlotSource(seeds, prefix, settings, n_items, device)
+    capacity = min(settings.batch_size, n_slots)
+    decoder = KVCache(model, capacity) if KVCache.fits(model) else ReEncoder(model)
+
+    sequences, times = [None] * n_slots, [None] * n_slots
+    batch, hidden, next_slot = source.rows(0, 0), None, 0
+    progress = tqdm(total=n_slots, desc="generate", ncols=100, leave=False, disable=not show_progress)
+    while next_slot < n_slots or len(batch):
+        # pending slots fill the batch; their prefixes are encoded
+        n_new = min(settings.batch_size - len(batch), n_slots - next_slot)
+        if n_new:
+            new = source.rows(next_slot, next_slot + n_new)
+            new_hidden = decoder.start(new)
+            batch = batch.cat(new)
+            hidden = new_hidden if hidden is None else torch.cat([hidden, new_hidden])
+            next_slot += n_new
+
+        # which pool each row would draw from at this step (same draw with fidelity on or off)
+        step = (batch.length - batch.prefix).clamp(max=max_len - 1)
+        from_history = pool_u[batch.slot, step] < settings.p
+        pool_size = torch.where(from_history, (~batch.used).sum(1), n_items - 1 - batch.distinct)
+        scores = score_catalogue(model, hidden, batch, settings, catalogue=bool((~from_history).any()))
+
+        # fidelity: some real item not yet used ranks within the top tau, or the slot ends
+        finished = torch.zeros(len(batch), dtype=torch.bool, device=device)
+        kept = batch.length.clone()
+        if settings.fidelity:
+            remaining = ~batch.used
+            passes = ((scores.history >= scores.tau_th.unsqueeze(1)) & remaining).any(1)
+            failed = remaining.any(1) & ~passes
+            kept -= (failed & (batch.length > batch.prefix)).long()  # withdraw the last item
+            finished |= ~remaining.any(1) | failed
+        finished |= (batch.length >= max_len) | (pool_size == 0)
+
+        done = finished.nonzero().squeeze(1)
+        if len(done):
+            width = int(kept[done].max())
+            for q, n, items, ts in zip(batch.slot[done].tolist(), kept[done].tolist(),
+                                       batch.context[done, :width].tolist(),
+                                       batch.times[done, :width].tolist()):
+                sequences[q], times[q] = items[:n], ts[:n]
+        progress.update(len(done))
+
+        # the rest pick their next item from the pool's top k
+        go = survivors(finished)
+        batch, hidden, step, from_history, pool_size = (
+            batch.select(go), hidden[go], step[go], from_history[go], pool_size[go])
+        decoder.keep(go)
+        if not len(batch):
+            continue
+        top, top_items = pool_top(scores.select(go), batch, from_history, settings.topk)
+        choice = pick(top, pick_u[batch.slot, step], pool_size, settings.topk)
+        batch.append(top_items.gather(1, choice.unsqueeze(1)).squeeze(1))
+        hidden = decoder.extend(batch)
+    progress.close()
+
+    users = np.repeat(seeds.users, settings.m).tolist()
+    return accept(sequences, times, users, prefix.tolist(), settings)

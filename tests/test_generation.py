@@ -1,0 +1,296 @@
+"""The batched generator against the plain reference loop, and the method's invariants.
+
+Equivalence tests run the models in float64 so that no float32 near-tie between two
+candidate items can make two correct implementations differ; the generators' scores are
+float32 either way (the reference casts them), and one test runs a float32 model too.
+"""
+import copy
+import dataclasses
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny, make_rows
+
+from recbole_rsir.data.convert import write_atomic
+from recbole_rsir.data.loader import SequenceTrainLoader
+from recbole_rsir.data.sequences import SequenceSet, training_sequences
+from recbole_rsir.generation import generator as generator_module
+from recbole_rsir.generation.cache import KVCache
+from recbole_rsir.generation.generator import generate
+from recbole_rsir.generation.reference import generate_reference
+from recbole_rsir.generation.rules import GenerationSettings
+from recbole_rsir.trainer.trainer import RSIRTrainer
+from recbole_rsir.utils import get_model
+
+SEED = 11
+
+
+def build(data_path, model_name="SASRec", train_epochs=0, **overrides):
+    """(config, train dataset, training sequences, model) for the atomic dataset 'tiny'."""
+    config, _, train, valid, _ = build_tiny(data_path, model_name, **overrides)
+    sequences = training_sequences(train.dataset)
+    model = get_model(model_name)(config, train.dataset).to(config["device"])
+    if train_epochs:
+        config["epochs"] = train_epochs
+        loader = SequenceTrainLoader(sequences, config["train_batch_size"], config["MAX_ITEM_LIST_LENGTH"],
+                                     config["seed"], dataset=train.dataset)
+        RSIRTrainer(config, model).fit(loader, valid, saved=False)
+    model.eval()
+    return config, train.dataset, sequences, model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models decode fastest on one thread, and a shared machine's other cores stay free."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, one_thread):
+    """A SASRec trained a few epochs on the tiny data; its float64 copy is the one compared."""
+    path = str(tmp_path_factory.mktemp("gen"))
+    rows = make_rows()
+    write_atomic(rows, os.path.join(path, "tiny", "tiny.inter"))
+    config, dataset, seeds, model = build(path, train_epochs=6)
+    settings = dataclasses.replace(GenerationSettings.from_config(config), m=2)
+    return dict(path=path, rows=rows, config=config, dataset=dataset, seeds=seeds, settings=settings,
+                model32=model, model=copy.deepcopy(model).double())
+
+
+def as_lists(result):
+    s = result.sequences
+    return s.to_lists(), [s.times(i).tolist() for i in range(len(s))], s.users.tolist(), result.n_slots
+
+
+def assert_same(a, b):
+    assert as_lists(a) == as_lists(b)
+
+
+# ---- (a) the fast generator is the reference -------------------------------------------
+
+@pytest.mark.parametrize("tau", [1, 10, 100])
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_equals_reference_greedy_with_fidelity(trained, tau, p):
+    settings = dataclasses.replace(trained["settings"], tau=tau, p=p, topk=1, fidelity=True)
+    fast = generate(trained["model"], trained["seeds"], settings, SEED)
+    assert_same(fast, generate_reference(trained["model"], trained["seeds"], settings, SEED))
+    if tau == 10 and p == 0.5:
+        assert len(fast.sequences) > 10 and fast.mean_length > 3  # a case with real content
+
+
+@pytest.mark.parametrize("change", [
+    dict(fidelity=False),
+    dict(topk=3),
+    dict(topk=5, p=1.0),
+    dict(prefix_len="random"),
+    dict(prefix_len=4, tau=5),
+    dict(topk=4, fidelity=False, prefix_len="random", p=0.3),
+])
+def test_equals_reference_variants(trained, change):
+    settings = dataclasses.replace(trained["settings"], **change)
+    fast = generate(trained["model"], trained["seeds"], settings, SEED)
+    assert_same(fast, generate_reference(trained["model"], trained["seeds"], settings, SEED))
+
+
+def test_batch_size_does_not_change_output(trained):
+    settings = dataclasses.replace(trained["settings"], topk=3, prefix_len="random")
+    results = [generate(trained["model"], trained["seeds"], dataclasses.replace(settings, batch_size=size), SEED)
+               for size in (1, 7, 10_000)]
+    for other in results[1:]:
+        assert_same(results[0], other)
+    assert_same(results[0], generate_reference(trained["model"], trained["seeds"], settings, SEED))
+
+
+def test_cache_equals_reencoding(trained, monkeypatch):
+    model = trained["model"]
+    assert KVCache.fits(model)
+    settings = dataclasses.replace(trained["settings"], topk=2, prefix_len="random", batch_size=9)
+    cached = generate(model, trained["seeds"], settings, SEED)
+    monkeypatch.setattr(KVCache, "fits", staticmethod(lambda model: False))
+    assert_same(cached, generate(model, trained["seeds"], settings, SEED))
+
+
+def test_cache_hidden_states_match_model(trained):
+    model, seeds = trained["model32"], trained["seeds"]
+    settings = dataclasses.replace(trained["settings"], m=1)
+    source = generator_module.SlotSource(seeds, torch.full((len(seeds),), 3), settings, model.n_items,
+                                         model.device)
+    batch = source.rows(0, len(seeds))
+    cache, plain = KVCache(model, len(seeds)), generator_module.ReEncoder(model)
+    torch.testing.assert_close(cache.start(batch), plain.start(batch))
+    for item in (5, 6, 7):
+        batch.append(torch.full((len(batch),), item))
+        torch.testing.assert_close(cache.extend(batch), plain.extend(batch))
+    finished = torch.arange(len(batch)) % 3 == 1
+    keep = generator_module.survivors(finished)
+    assert sorted(keep.tolist()) == (~finished).nonzero().squeeze(1).tolist()
+    batch = batch.select(keep)
+    cache.keep(keep)
+    batch.append(torch.full((len(batch),), 8))
+    torch.testing.assert_close(cache.extend(batch), plain.extend(batch))
+
+
+def test_float32_model(trained):
+    settings = trained["settings"]
+    fast = generate(trained["model32"], trained["seeds"], settings, SEED, show_progress=True)
+    assert_same(fast, generate_reference(trained["model32"], trained["seeds"], settings, SEED))
+
+
+@pytest.mark.parametrize("model_name, cached", [("GRU4Rec", False), ("HSTU", False), ("CL4SRec", True)])
+def test_other_backbones(trained, model_name, cached):
+    """Untrained, so scores are arbitrary; GRU4Rec and HSTU (which reads time) re-encode."""
+    _, _, seeds, model = build(trained["path"], model_name)
+    assert KVCache.fits(model) == cached
+    settings = dataclasses.replace(trained["settings"], topk=2, batch_size=16, tau=10)
+    model.double()
+    fast = generate(model, seeds, settings, SEED)
+    assert_same(fast, generate_reference(model, seeds, settings, SEED))
+    assert len(fast.sequences)
+
+
+def test_subclass_computing_otherwise_is_not_cached(trained):
+    base = type(trained["model32"])
+
+    class Scaled(base):
+        def sequence_output(self, item_seq, item_seq_len, time_seq=None):
+            self.gather_indexes = lambda output, index: output
+            try:
+                return 2 * base.forward(self, item_seq, item_seq_len) + 1
+            finally:
+                del self.gather_indexes
+
+    model = copy.copy(trained["model32"])
+    model.__class__ = Scaled
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not KVCache.fits(model)
+    assert any("re-encodes" in str(w.message) for w in caught)
+
+
+# ---- (e) chunked scoring ---------------------------------------------------------------
+
+@pytest.mark.parametrize("change", [dict(), dict(fidelity=False, topk=3, p=0.0), dict(tau=100, topk=2)])
+@pytest.mark.parametrize("chunk", [1, 7])
+def test_chunked_equals_unchunked(trained, change, chunk):
+    settings = dataclasses.replace(trained["settings"], **change)
+    whole = generate(trained["model"], trained["seeds"], settings, SEED)
+    assert len(whole.sequences)
+    chunked = dataclasses.replace(settings, score_chunk=chunk)
+    assert_same(whole, generate(trained["model"], trained["seeds"], chunked, SEED))
+
+
+# ---- (b) fidelity only cuts ------------------------------------------------------------
+
+@pytest.mark.parametrize("change", [dict(), dict(topk=3, prefix_len="random"), dict(tau=3, p=0.0)])
+def test_fidelity_sequences_are_prefixes_of_unfiltered_ones(trained, change):
+    settings = dataclasses.replace(trained["settings"], **change)
+    kept = generate(trained["model"], trained["seeds"], settings, SEED).sequences.to_lists()
+    free = generate(trained["model"], trained["seeds"], dataclasses.replace(settings, fidelity=False), SEED)
+    free = free.sequences.to_lists()
+    assert kept
+    for seq in kept:
+        assert any(other[:len(seq)] == seq for other in free)
+
+
+# ---- (c) no leakage from validation and test -------------------------------------------
+
+def test_output_ignores_validation_and_test_items(trained, tmp_path):
+    n_items = max(max(items) for _, items, _ in trained["rows"])
+    rows = [(user, items[:-2] + [(i + 6) % n_items + 1 for i in items[-2:]], times)
+            for user, items, times in trained["rows"]]
+    assert all(a[1][-2:] != b[1][-2:] for a, b in zip(rows, trained["rows"]))
+    write_atomic(rows, os.path.join(tmp_path, "tiny", "tiny.inter"))
+    _, dataset, seeds, model = build(str(tmp_path))
+    old = trained["dataset"]
+    item_field, user_field = old.iid_field, old.uid_field
+    assert sorted(dataset.field2id_token[item_field]) == sorted(old.field2id_token[item_field])
+    assert list(dataset.field2id_token[user_field]) == list(old.field2id_token[user_field])
+    # same weights, item rows moved to the new dataset's ids of the same tokens
+    to_old = torch.as_tensor([old.field2token_id[item_field][t] for t in dataset.field2id_token[item_field]])
+    state = trained["model"].state_dict()
+    state["item_embedding.weight"] = state["item_embedding.weight"][to_old]
+    model.double().load_state_dict(state)
+    model.eval()
+
+    def tokens(ds, sequences):
+        return [ds.id2token(item_field, np.asarray(s)).tolist() for s in sequences.to_lists()]
+
+    assert tokens(dataset, seeds) == tokens(old, trained["seeds"])
+    settings = dataclasses.replace(trained["settings"], topk=2, prefix_len="random")
+    before = generate(trained["model"], trained["seeds"], settings, SEED)
+    after = generate(model, seeds, settings, SEED)
+    assert len(before.sequences)
+    assert tokens(old, before.sequences) == tokens(dataset, after.sequences)
+    assert before.sequences.timestamps.tolist() == after.sequences.timestamps.tolist()
+    assert before.sequences.users.tolist() == after.sequences.users.tolist()
+
+
+# ---- (d) invariants of every accepted sequence -----------------------------------------
+
+def repeating_seeds(seeds):
+    """The tiny seeds, each with its first items repeated inside it."""
+    lists = [s[:3].tolist() + s.tolist() for s in (seeds[i] for i in range(len(seeds)))]
+    times = [np.r_[seeds.times(i)[:3], seeds.times(i)] for i in range(len(seeds))]
+    return SequenceSet.from_lists([x[:20] for x in lists], [t[:20] for t in times], seeds.users)
+
+
+@pytest.mark.parametrize("prefix_len", [1, 4, 7])
+@pytest.mark.parametrize("fidelity", [True, False])
+def test_sequence_invariants(trained, prefix_len, fidelity):
+    seeds = repeating_seeds(trained["seeds"])
+    settings = dataclasses.replace(trained["settings"], prefix_len=prefix_len, fidelity=fidelity,
+                                   p=0.3, topk=2)
+    result = generate(trained["model"], seeds, settings, SEED)
+    assert_same(result, generate_reference(trained["model"], seeds, settings, SEED))
+    by_user = {int(u): seeds[i].tolist() for i, u in enumerate(seeds.users)}
+    assert len(result.sequences)
+    for i, seq in enumerate(result.sequences.to_lists()):
+        seed = by_user[int(result.sequences.users[i])]
+        n_prefix = min(prefix_len, len(seed))
+        assert settings.min_len <= len(seq) <= settings.max_len
+        assert len(seq) > n_prefix
+        assert seq[:n_prefix] == seed[:n_prefix]
+        generated = seq[n_prefix:]
+        assert len(set(generated)) == len(generated)
+        assert not set(generated) & set(seq[:n_prefix])
+        ts = result.sequences.times(i)
+        assert np.all(np.diff(ts[n_prefix - 1:]) >= 0)
+    assert len(set(map(tuple, result.sequences.to_lists()))) == len(result.sequences)
+
+
+def test_prefix_never_exceeds_max_len(trained):
+    """Seeds longer than MAX_ITEM_LIST_LENGTH: a 'random' prefix used to overrun the model's
+    position embeddings (IndexError in the reference)."""
+    seeds = trained["seeds"]
+    rng = np.random.default_rng(0)
+    long = [rng.permutation(np.arange(1, 31))[:25] for _ in range(len(seeds))]
+    long_seeds = SequenceSet.from_lists(long, [np.arange(25) * 10.0] * len(seeds), seeds.users)
+    settings = dataclasses.replace(trained["settings"], prefix_len="random", fidelity=False)
+    fast = generate(trained["model"], long_seeds, settings, SEED)
+    assert_same(fast, generate_reference(trained["model"], long_seeds, settings, SEED))
+    assert all(len(s) <= settings.max_len for s in fast.sequences.to_lists())
+
+
+def test_pool_runs_out_on_a_tiny_catalogue(tmp_path):
+    write_atomic(make_rows(n_users=12, n_items=6, min_len=5, max_len=6, seed=3),
+                 os.path.join(tmp_path, "tiny", "tiny.inter"))
+    config, _, seeds, model = build(str(tmp_path))
+    model.double()
+    for change in (dict(fidelity=False, p=0.0), dict(fidelity=False, p=1.0, topk=3), dict(tau=2)):
+        settings = dataclasses.replace(GenerationSettings.from_config(config), m=3, **change)
+        fast = generate(model, seeds, settings, SEED)
+        assert_same(fast, generate_reference(model, seeds, settings, SEED))
+        assert_same(fast, generate(model, seeds, dataclasses.replace(settings, score_chunk=2), SEED))
+        if change.get("p") == 0.0:  # the catalogue pool ran out: all 6 items, then nothing left
+            assert max(len(s) for s in fast.sequences.to_lists()) == 6
+
+
+def test_no_seeds(trained):
+    result = generate(trained["model"], SequenceSet.empty(), trained["settings"], SEED)
+    assert len(result.sequences) == 0 and result.n_slots == 0
