@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 import recbole_rsir  # noqa: F401  (applies the RecBole workarounds first)
 from recbole_rsir.data.convert import write_atomic
@@ -24,6 +25,16 @@ def make_rows(n_users=40, n_items=30, min_len=5, max_len=14, seed=0):
         gaps[0] = 0
         rows.append((user, items.tolist(), (np.cumsum(gaps) + np.arange(length)).tolist()))
     return rows
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread_module():
+    """Tests use tiny tensors: one thread is fastest, and OpenMP threads do not spin against
+    each other (or against other jobs on a shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -42,17 +42,8 @@ def build(data_path, model_name="SASRec", train_epochs=0, **overrides):
     return config, train.dataset, sequences, model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models decode fastest on one thread, and a shared machine's other cores stay free."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, one_thread):
+def trained(tmp_path_factory, one_thread_module):
     """A SASRec trained a few epochs on the tiny data; its float64 copy is the one compared."""
     path = str(tmp_path_factory.mktemp("gen"))
     rows = make_rows()

@@ -9,7 +9,7 @@ from conftest import build_tiny
 from recbole_rsir.data.loader import SequenceTrainLoader
 from recbole_rsir.data.merge import prefix_rows
 from recbole_rsir.data.sequences import eval_targets, training_sequences
-from recbole_rsir.model.causal import item_logits, sequence_output
+from recbole_rsir.model.causal import sequence_output
 from recbole_rsir.trainer.trainer import NonFiniteLossError, RSIRTrainer, full_sort_by_length
 from recbole_rsir.utils import get_model
 
