@@ -18,8 +18,8 @@ from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.loader import SequenceTrainLoader
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
 from recbole_rsir.generation import generator as generator_module
-from recbole_rsir.generation.cache import KVCache
-from recbole_rsir.generation.generator import generate
+from recbole_rsir.generation.cache import HSTUCache, KVCache
+from recbole_rsir.generation.generator import ReEncoder, decoder_for, generate
 from recbole_rsir.generation.reference import generate_reference
 from recbole_rsir.generation.rules import GenerationSettings
 from recbole_rsir.trainer.trainer import RSIRTrainer
@@ -133,11 +133,11 @@ def test_float32_model(trained):
     assert_same(fast, generate_reference(trained["model32"], trained["seeds"], settings, SEED))
 
 
-@pytest.mark.parametrize("model_name, cached", [("GRU4Rec", False), ("HSTU", False), ("CL4SRec", True)])
-def test_other_backbones(trained, model_name, cached):
-    """Untrained, so scores are arbitrary; GRU4Rec and HSTU (which reads time) re-encode."""
+@pytest.mark.parametrize("model_name, decoder", [("GRU4Rec", ReEncoder), ("HSTU", HSTUCache), ("CL4SRec", KVCache)])
+def test_other_backbones(trained, model_name, decoder):
+    """Untrained, so scores are arbitrary; GRU4Rec re-encodes, HSTU and CL4SRec (a SASRec) are cached."""
     _, _, seeds, model = build(trained["path"], model_name)
-    assert KVCache.fits(model) == cached
+    assert type(decoder_for(model, 1)) is decoder
     settings = dataclasses.replace(trained["settings"], topk=2, batch_size=16, tau=10)
     model.double()
     fast = generate(model, seeds, settings, SEED)
@@ -161,6 +161,94 @@ def test_subclass_computing_otherwise_is_not_cached(trained):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert not KVCache.fits(model)
+    assert any("re-encodes" in str(w.message) for w in caught)
+
+
+# ---- HSTU's cache ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hstu(trained):
+    """An HSTU (2 blocks, 2 heads) trained a few epochs on the tiny data; float32 and float64."""
+    _, _, seeds, model = build(trained["path"], "HSTU", train_epochs=3, n_layers=2, n_heads=2,
+                               attention_dim=4, linear_dim=4)
+    return dict(seeds=seeds, model32=model, model=copy.deepcopy(model).double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_hstu_cache_hidden_states_match_model(trained, hstu, dtype):
+    """Rows of different lengths, rows dropped and reordered, new rows started after them:
+    as in the generator, the cache's last hidden states are the re-encoded ones."""
+    model, seeds = hstu["model" if dtype == torch.float64 else "model32"], hstu["seeds"]
+    tolerance = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    check = lambda got, want: torch.testing.assert_close(got, want, **tolerance)
+    settings = dataclasses.replace(trained["settings"], m=1)
+    prefix = torch.minimum(torch.from_numpy(seeds.lengths), 1 + torch.arange(len(seeds)) % 6)
+    source = generator_module.SlotSource(seeds, prefix, settings, model.n_items, model.device)
+    appended = lambda batch, step: 1 + (batch.slot * 7 + step) % (model.n_items - 1)
+    half = len(seeds) // 2
+    batch = source.rows(0, half)
+    assert len(set(batch.length.tolist())) > 1
+    cache, plain = HSTUCache(model, len(seeds)), ReEncoder(model)
+    check(cache.start(batch), plain.start(batch))
+    for step in range(3):
+        batch.append(appended(batch, step))
+        check(cache.extend(batch), plain.extend(batch))
+    keep = generator_module.survivors(torch.arange(len(batch)) % 3 == 1)
+    assert keep.tolist() != list(range(len(keep)))  # some rows move
+    batch = batch.select(keep)
+    cache.keep(keep)
+    new = source.rows(half, len(seeds))
+    check(cache.start(new), plain.start(new))
+    batch = batch.cat(new)
+    for step in range(3, 6):
+        batch.append(appended(batch, step))
+        check(cache.extend(batch), plain.extend(batch))
+
+
+@pytest.mark.parametrize("change", [
+    dict(tau=10, p=0.5, topk=2, prefix_len="random", batch_size=9),
+    dict(tau=100, p=0.0, topk=3, prefix_len=2),
+    dict(tau=5, p=1.0, topk=1, fidelity=True),
+])
+def test_hstu_generation_equals_reference(trained, hstu, change):
+    model, seeds = hstu["model"], hstu["seeds"]
+    assert type(decoder_for(model, 1)) is HSTUCache
+    settings = dataclasses.replace(trained["settings"], **change)
+    fast = generate(model, seeds, settings, SEED)
+    assert len(fast.sequences)
+    assert_same(fast, generate_reference(model, seeds, settings, SEED))
+
+
+def test_same_items_at_other_times_are_other_contexts(trained, hstu):
+    """Seeds twice, the second time at other timestamps: HSTU reads time, so equal items are
+    not equal contexts (the generator once scored such rows alike)."""
+    seeds = hstu["seeds"]
+    times = [seeds.times(i) for i in range(len(seeds))]
+    twins = SequenceSet.from_lists([seeds[i] for i in range(len(seeds))] * 2,
+                                   times + [7 * t + 3600.0 for t in times], np.arange(2 * len(seeds)))
+    settings = dataclasses.replace(trained["settings"], m=1, tau=100, p=0.0, topk=3, prefix_len=3)
+    fast = generate(hstu["model"], twins, settings, SEED)
+    assert_same(fast, generate_reference(hstu["model"], twins, settings, SEED))
+    by_user = dict(zip(fast.sequences.users.tolist(), fast.sequences.to_lists()))
+    assert any(by_user.get(u) != by_user.get(u + len(seeds)) for u in range(len(seeds)))
+
+
+def test_hstu_cache_is_not_used_when_it_would_differ(hstu, monkeypatch):
+    model = hstu["model32"]
+
+    class Shifted(type(model)):
+        def sequence_output(self, item_seq, item_seq_len, time_seq=None):
+            return super().sequence_output(item_seq, item_seq_len, time_seq) + 1
+
+    shifted = copy.copy(model)
+    shifted.__class__ = Shifted
+    assert type(decoder_for(shifted, 1)) is ReEncoder
+    # a cache that forgot the time bias: the probe sees it
+    bias = HSTUCache._bias
+    monkeypatch.setattr(HSTUCache, "_bias", staticmethod(lambda rab, offset, log_gap: bias(rab, offset, None)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not HSTUCache.fits(model)
     assert any("re-encodes" in str(w.message) for w in caught)
 
 

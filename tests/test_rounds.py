@@ -128,3 +128,13 @@ def test_cli_recbole_train_path_and_finetune(tiny_data_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rounds = json.load(open(os.path.join(out, "rsir_results.json")))["rounds"]
     assert len(rounds) == 3 and np.all(np.diff([r["n_synthetic_sequences"] for r in rounds]) >= 0)
+
+
+def test_rounds_refuse_a_trainer_without_the_rsir_hooks(tiny):
+    from recbole.trainer import Trainer
+
+    from recbole_rsir.errors import ConfigError
+
+    config, _, train_data, valid_data, test_data = tiny
+    with pytest.raises(ConfigError, match="need RSIRTrainer or a subclass of it, not Trainer"):
+        RSIRRounds(config, train_data, valid_data, test_data, trainer_class=Trainer)

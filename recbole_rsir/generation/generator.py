@@ -15,7 +15,8 @@ What is batched, and how:
   item's score is >= the tau-th largest score of items 1..n_items-1;
 - with ``score_chunk > 0`` the catalogue is scored in chunks: the tau-th largest score and
   the pool's top k are merged from per-chunk top-k's, so no [batch, n_items] tensor exists;
-- SASRec keeps a key/value cache (cache.py); other backbones re-encode the whole context.
+- SASRec and HSTU keep per-layer keys and values (cache.py) and encode only the newest
+  item at each step; other backbones re-encode the whole context.
 
 All randomness comes from rules.draw_randomness indexed by (slot, step), so the output
 does not depend on batch size, chunking, or the decoding path. What can differ from the
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from recbole_rsir.generation.cache import KVCache
+from recbole_rsir.generation.cache import HSTUCache, KVCache
 from recbole_rsir.generation.rules import accept, draw_randomness, pick_from_top, prefix_lengths, time_gap
 from recbole_rsir.model.causal import item_logits, sequence_output, time_field
 
@@ -130,6 +131,14 @@ class ReEncoder:
         pass
 
 
+def decoder_for(model, capacity):
+    """A cache for up to ``capacity`` rows if one computes ``model``'s hidden states, else a ReEncoder."""
+    for cache in (KVCache, HSTUCache):
+        if cache.fits(model):
+            return cache(model, capacity)
+    return ReEncoder(model)
+
+
 @dataclass
 class Scores:
     """What one step needs from the catalogue's scores, per row."""
@@ -159,13 +168,19 @@ def score_catalogue(model, hidden, batch, settings, catalogue):
     fidelity threshold, and its first k items outside the context are the catalogue
     pool's top k (it is long enough: k + the context's length). Rows with the same
     context (the m slots of a seed start alike) have the same scores, so each distinct
-    context is scored once. The catalogue is scored in chunks of ``score_chunk`` items (all
-    at once when 0) whose top lists are merged: memory holds [contexts, chunk] scores,
-    never [N, n_items]. Scores are float32, as the reference's.
+    context is scored once; for a backbone that reads time, a context is its items and
+    their timestamps (two seeds may start with the same items at other times). The
+    catalogue is scored in chunks of ``score_chunk`` items (all at once when 0) whose top
+    lists are merged: memory holds [contexts, chunk] scores, never [N, n_items]. Scores
+    are float32, as the reference's.
     """
     n_items = model.n_items
     width = int(batch.length.max())
-    contexts, row_context = torch.unique(batch.context[:, :width], dim=0, return_inverse=True)
+    key = batch.context[:, :width]
+    if time_field(model):
+        key = torch.cat([key, batch.times[:, :width].view(torch.int64)], dim=1)  # the times' bits
+    contexts, row_context = torch.unique(key, dim=0, return_inverse=True)
+    contexts = contexts[:, :width]
     first_row = torch.full((len(contexts),), len(batch), device=hidden.device).scatter_reduce(
         0, row_context, torch.arange(len(batch), device=hidden.device), "amin")
     hidden = hidden[first_row]
@@ -248,7 +263,7 @@ def generate(model, seeds, settings, seed, show_progress=False):
     pool_u, pick_u = draws.pool.to(device), draws.pick.to(device)
     source = SlotSource(seeds, prefix, settings, n_items, device)
     capacity = min(settings.batch_size, n_slots)
-    decoder = KVCache(model, capacity) if KVCache.fits(model) else ReEncoder(model)
+    decoder = decoder_for(model, capacity)
 
     sequences, times = [None] * n_slots, [None] * n_slots
     batch, hidden, next_slot = source.rows(0, 0), None, 0

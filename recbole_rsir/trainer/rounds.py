@@ -62,9 +62,9 @@ class RSIRRounds:
 
     def __init__(self, config, train_data, valid_data, test_data, trainer_class=RSIRTrainer,
                  show_progress=None, on_round_end=None):
-        if config["train_path"] == "all_positions" and not issubclass(trainer_class, RSIRTrainer):
-            raise ConfigError(f"train_path all_positions needs RSIRTrainer or a subclass, not "
-                              f"{trainer_class.__name__}; set train_path: recbole for other trainers")
+        if not issubclass(trainer_class, RSIRTrainer):
+            raise ConfigError(f"RSIR rounds need RSIRTrainer or a subclass of it, not {trainer_class.__name__} "
+                              f"(RSIRTrainer is RecBole's Trainer plus the all-position path and safe checkpoints)")
         self.config = config
         self.train_data, self.valid_data, self.test_data = train_data, valid_data, test_data
         self.trainer_class = trainer_class
