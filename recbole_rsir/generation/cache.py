@@ -241,15 +241,17 @@ class _ProbeRows:
 
 @torch.no_grad()
 def _probe_matches(model, cache_class, name):
-    """The cache, fed two probe rows of different lengths one item at a time as the generator
-    feeds it, gives the model's own sequence_output at every position; else a warning and False."""
+    """The cache, fed two probe rows as the generator feeds it (long prefixes of different
+    lengths, then a few items one at a time), gives the model's own sequence_output at each
+    row's end; else a warning and False. The rows end near the longest context the model
+    takes, so their queries see every relative position and many time gaps."""
     length, device = model.max_seq_length, model.device
     items = 1 + (torch.arange(2 * length, device=device) * 7919) % max(model.n_items - 1, 1)
     items = items.view(2, length)
     # gaps of 1 s to ~2 months, so a time bias meets many buckets
     gaps = 3.0 ** (torch.arange(2 * length, device=device, dtype=torch.float64) % 15)
     times = torch.cumsum(gaps.view(2, length), 1)
-    lengths = torch.tensor([1, min(2, length)], device=device)
+    lengths = (length - torch.tensor([4, 3], device=device)).clamp(min=1)  # then 3 items each
     final = lengths + length - int(lengths.max())
     position = torch.arange(length, device=device)
     row = torch.arange(2, device=device)
