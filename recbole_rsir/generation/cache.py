@@ -28,7 +28,42 @@ MASKED = -10000.0
 """What RecBole's get_attention_mask adds for a key a query may not see."""
 
 
-class KVCache:
+class RowCache:
+    """What both caches share: rows appended by :meth:`start`, one position added to every
+    row by :meth:`extend`, rows dropped and reordered by :meth:`keep`. A subclass says how
+    to encode items at given positions (``_encode``) and which tensors hold a row
+    (``_row_tensors``, each ``[capacity, max_len, ...]`` after its row axis)."""
+
+    reads_time = False
+
+    def start(self, batch):
+        """Encode the prefixes of ``batch`` (new rows, appended); hidden state at each prefix end."""
+        n_new, width = len(batch), int(batch.length.max())
+        positions = torch.arange(width, device=batch.context.device).expand(n_new, width)
+        rows = slice(self.n_rows, self.n_rows + n_new)
+        times = batch.times[:, :width].float() if self.reads_time else None
+        output = self._encode(rows, batch.context[:, :width], positions, times)
+        self.n_rows += n_new
+        self.width = max(self.width, width)
+        return output[torch.arange(n_new, device=output.device), batch.length - 1]
+
+    def extend(self, batch):
+        """Encode every row's newest item (at position length - 1); its hidden state."""
+        position = (batch.length - 1).unsqueeze(1)
+        newest = batch.context.gather(1, position)
+        times = batch.times.gather(1, position).float() if self.reads_time else None
+        self.width = int(batch.length.max())
+        return self._encode(slice(0, len(batch)), newest, position, times).squeeze(1)
+
+    def keep(self, index):
+        """Keep rows ``index`` (in that order), as the batch does; only rows that move are copied."""
+        moved = (index != torch.arange(len(index), device=index.device)).nonzero().squeeze(1)
+        for cache in self._row_tensors():
+            cache[moved] = cache[index[moved]]
+        self.n_rows = len(index)
+
+
+class KVCache(RowCache):
     """Keys and values of up to ``capacity`` rows of a batch, for one SASRec model.
 
     Rows are the batch's rows in order: :meth:`start` adds rows at the end, :meth:`keep`
@@ -62,31 +97,10 @@ class KVCache:
             return False
         return _probe_matches(model, KVCache, "SASRec")
 
-    def start(self, batch):
-        """Encode the prefixes of ``batch`` (new rows, appended); hidden state at each prefix end."""
-        n_new, width = len(batch), int(batch.length.max())
-        positions = torch.arange(width, device=batch.context.device).expand(n_new, width)
-        rows = slice(self.n_rows, self.n_rows + n_new)
-        output = self._encode(rows, batch.context[:, :width], positions)
-        self.n_rows += n_new
-        self.width = max(self.width, width)
-        return output[torch.arange(n_new, device=output.device), batch.length - 1]
+    def _row_tensors(self):
+        return [cache[:, :, :self.width] for cache in self.keys + self.values]
 
-    def extend(self, batch):
-        """Encode every row's newest item (at position length - 1); its hidden state."""
-        position = (batch.length - 1).unsqueeze(1)
-        newest = batch.context.gather(1, position)
-        self.width = int(batch.length.max())
-        return self._encode(slice(0, len(batch)), newest, position).squeeze(1)
-
-    def keep(self, index):
-        """Keep rows ``index`` (in that order), as the batch does; only rows that move are copied."""
-        moved = (index != torch.arange(len(index), device=index.device)).nonzero().squeeze(1)
-        for cache in self.keys + self.values:
-            cache[moved, :, :self.width] = cache[index[moved], :, :self.width]
-        self.n_rows = len(index)
-
-    def _encode(self, rows, items, positions):
+    def _encode(self, rows, items, positions, times=None):
         """Outputs ``[N, T, d]`` of ``items [N, T]`` at ``positions [N, T]``; caches their keys/values.
 
         A query at position i sees the cached keys at positions <= i of its own row. Every
@@ -120,7 +134,7 @@ class KVCache:
 
 
 
-class HSTUCache:
+class HSTUCache(RowCache):
     """Per block, the keys and values of up to ``capacity`` rows of a batch, for one HSTU
     model; with them each position's timestamp, which a later query's time bias needs.
 
@@ -151,31 +165,8 @@ class HSTUCache:
             return False
         return _probe_matches(model, HSTUCache, "HSTU")
 
-    def start(self, batch):
-        """Encode the prefixes of ``batch`` (new rows, appended); hidden state at each prefix end."""
-        n_new, width = len(batch), int(batch.length.max())
-        positions = torch.arange(width, device=batch.context.device).expand(n_new, width)
-        rows = slice(self.n_rows, self.n_rows + n_new)
-        times = batch.times[:, :width].float() if self.reads_time else None
-        output = self._encode(rows, batch.context[:, :width], positions, times)
-        self.n_rows += n_new
-        self.width = max(self.width, width)
-        return output[torch.arange(n_new, device=output.device), batch.length - 1]
-
-    def extend(self, batch):
-        """Encode every row's newest item (at position length - 1); its hidden state."""
-        position = (batch.length - 1).unsqueeze(1)
-        newest = batch.context.gather(1, position)
-        times = batch.times.gather(1, position).float() if self.reads_time else None
-        self.width = int(batch.length.max())
-        return self._encode(slice(0, len(batch)), newest, position, times).squeeze(1)
-
-    def keep(self, index):
-        """Keep rows ``index`` (in that order), as the batch does; only rows that move are copied."""
-        moved = (index != torch.arange(len(index), device=index.device)).nonzero().squeeze(1)
-        for cache in self.keys + self.values + [self.times]:
-            cache[moved, :self.width] = cache[index[moved], :self.width]
-        self.n_rows = len(index)
+    def _row_tensors(self):
+        return [cache[:, :self.width] for cache in self.keys + self.values + [self.times]]
 
     def _encode(self, rows, items, positions, times):
         """Outputs ``[N, T, d]`` of ``items [N, T]`` at ``positions [N, T]`` (timestamps ``times``
