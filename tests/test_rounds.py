@@ -110,6 +110,10 @@ def test_cli_end_to_end_writes_results_and_synthetic_data(tiny_data_path):
     (["--model=NoSuchRec"], "unknown model 'NoSuchRec'; sequential models:"),
     (["--dataset=no-such-data"], "unknown dataset 'no-such-data'"),
     (["--rsir_p=1.5"], "rsir_p must be a probability in [0, 1], got 1.5"),
+    (["--rsir_tau=0"], "rsir_tau must be an integer >= 1, got 0"),
+    (["--rsir_m=0"], "rsir_m must be an integer >= 1, got 0"),
+    (["--rsir_rounds=-1"], "rsir_rounds must be an integer >= 0, got -1"),
+    (["--rsir_min_len=1"], "rsir_min_len must be an integer >= 2, got 1"),
 ])
 def test_cli_bad_input_stops_at_once_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "OUT"
@@ -117,6 +121,19 @@ def test_cli_bad_input_stops_at_once_and_writes_nothing(tmp_path, args, message)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and message in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_malformed_or_too_small_dataset_exits_2_naming_file_and_line(tmp_path):
+    bad = tmp_path / "dataset" / "bad"
+    bad.mkdir(parents=True)
+    (bad / "bad.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t2\t0\n1\tx\n")
+    done = run_cli(["--dataset=bad", f"--rsir_output_dir={tmp_path / 'OUT'}"], cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == "error: dataset/bad/bad.inter:3: 2 fields, header has 3"
+    write_atomic([(1, [1, 2, 3, 4], [0, 1, 2, 3]), (2, [2, 3, 4], [0, 1, 2])],
+                 str(tmp_path / "dataset" / "small" / "small.inter"))
+    done = run_cli(["--dataset=small", "--state=WARNING", f"--rsir_output_dir={tmp_path / 'OUT'}"], cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: dataset small is too small to split")
 
 
 @pytest.mark.slow
