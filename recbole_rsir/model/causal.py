@@ -47,7 +47,8 @@ def sequence_output(model, item_seq, item_seq_len, time_seq=None):
     )
 
 
-def _embeddings(model, items):
+def item_vectors(model, items=None):
+    """What outputs are dotted with: ``[n_items, d]`` (``items=None``) or one row per id in ``items``."""
     if hasattr(model, "item_embeddings"):
         return model.item_embeddings(items)
     return model.item_embedding.weight if items is None else model.item_embedding(items)
@@ -55,12 +56,12 @@ def _embeddings(model, items):
 
 def item_logits(model, output, items=None):
     """Scores ``[N, n_items]`` of every item (``items=None``) or ``[N, K]`` of shared ``items``."""
-    return torch.matmul(output, _embeddings(model, items).transpose(0, 1))
+    return torch.matmul(output, item_vectors(model, items).transpose(0, 1))
 
 
 def target_logits(model, output, targets):
     """Score ``[N]`` of each row's own target item."""
-    return (output * _embeddings(model, targets)).sum(-1)
+    return (output * item_vectors(model, targets)).sum(-1)
 
 
 def time_field(model):
