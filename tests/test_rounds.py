@@ -104,6 +104,7 @@ def test_cli_end_to_end_writes_results_and_synthetic_data(tiny_data_path):
     assert loaded.user_num - 1 == results["rounds"][1]["n_synthetic_sequences"]
     assert os.path.isfile(os.path.join(syn_dir, "tiny-rsir-round1.inter"))
     assert os.path.isfile(os.path.join(out, "config.yaml"))
+    assert not os.path.exists(os.path.join(tiny_data_path, "saved"))   # nothing left in the cwd
 
 
 @pytest.mark.parametrize("args, message", [
