@@ -73,6 +73,8 @@ class RSIRRounds:
         self.logger = logging.getLogger()
         self.store = RoundStore(config["rsir_output_dir"])
         self.store.check_config(plain_config(config), config["rsir_overwrite"])
+        # RecBole's Trainer creates checkpoint_dir; ours live in the output folder, so point it there
+        config["checkpoint_dir"] = self.store.rounds_dir
         self.settings = GenerationSettings.from_config(config)
         self.real = training_sequences(train_data.dataset)
         self.synthetic = SequenceSet.empty()
@@ -87,8 +89,6 @@ class RSIRRounds:
         return model_class(self.config, self.train_data.dataset).to(self.config["device"])
 
     def new_trainer(self, model, round_index):
-        # RecBole's Trainer creates checkpoint_dir; ours live in the output folder, so point it there
-        self.config["checkpoint_dir"] = self.store.rounds_dir
         trainer = self.trainer_class(self.config, model)
         trainer.saved_model_file = self.store.checkpoint(round_index)
         trainer.round_index = round_index
