@@ -45,3 +45,4 @@ def test_study_wall_time(benchmark):
               f"ndcg@10 {r['test']['ndcg@10']:.4f}")
     print(f"wall time {seconds / 60:.1f} min (budget {BUDGET_MINUTES} min)")
     assert sum(r["generate_seconds"] + r["train_seconds"] for r in rounds) <= seconds
+    assert seconds <= BUDGET_MINUTES * 60

@@ -39,7 +39,7 @@ def test_yaml_defaults_and_lookup(tiny_data_path):
     assert get_model("HSTU") is HSTU
     assert (config["hidden_size"], config["n_layers"], config["n_heads"]) == (64, 4, 4)
     assert (config["attention_dim"], config["linear_dim"], config["temperature"]) == (16, 16, 0.05)
-    assert (config["num_time_buckets"], config["train_loss"], config["loss_type"]) == (128, "full_ce", "CE")
+    assert (config["num_time_buckets"], config["train_loss"], config["loss_type"]) == (128, "sampled_softmax", "CE")
     assert HSTU.TIME_SEQ == "timestamp_list" == causal.time_field(HSTU)
 
 

@@ -21,7 +21,7 @@ def _setup(tiny_data_path, **overrides):
 
 
 def test_all_position_loss_equals_recbole_loss_over_all_prefixes(tiny_data_path):
-    config, train_data, _, _, model, trainer = _setup(tiny_data_path, MAX_ITEM_LIST_LENGTH=50)
+    config, train_data, _, _, model, trainer = _setup(tiny_data_path, MAX_ITEM_LIST_LENGTH=50, train_loss="full_ce")
     real = training_sequences(train_data.dataset)
     loader = SequenceTrainLoader(real, batch_size=len(real), max_len=50, seed=0)
     items, lengths, times = next(iter(loader))
