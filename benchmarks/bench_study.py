@@ -1,6 +1,6 @@
 """Wall time of a complete RSIR study: the real command, base model + 3 rounds, on amazon-beauty.
 
-Run (never part of ``pytest tests``; about an hour on a 2-core CPU)::
+Run (never part of ``pytest tests``; about half an hour on a 2-core CPU)::
 
     pytest benchmarks/bench_study.py -s
 
