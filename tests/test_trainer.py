@@ -32,6 +32,20 @@ def test_all_position_loss_equals_recbole_loss_over_all_prefixes(tiny_data_path)
     assert torch.allclose(ours, recbole, atol=1e-10)
 
 
+def test_every_target_weighs_the_same_whatever_its_batch(tiny_data_path):
+    config, train_data, _, _, model, trainer = _setup(tiny_data_path, MAX_ITEM_LIST_LENGTH=50, train_loss="full_ce")
+    real = training_sequences(train_data.dataset)
+    whole = trainer.position_loss(*next(iter(SequenceTrainLoader(real, len(real), 50, seed=0))))
+    loader = SequenceTrainLoader(real, batch_size=4, max_len=50, seed=0)
+    batches = list(loader)
+    assert len({int((lengths - 1).sum()) for _, lengths, _ in batches}) > 1
+    weighted = torch.stack([trainer.position_loss(*b, loader.targets_per_batch) for b in batches])
+    per_batch_mean = torch.stack([trainer.position_loss(*b) for b in batches])
+    # an epoch of weighted batches is the mean over all targets, once per batch: each target counts alike
+    assert torch.allclose(weighted.sum(), whole * len(batches), atol=1e-10)
+    assert not torch.allclose(per_batch_mean.sum(), whole * len(batches), atol=1e-6)
+
+
 def test_sampled_softmax_loss_equals_manual_computation(tiny_data_path):
     config, train_data, _, _, model, trainer = _setup(tiny_data_path, train_loss="sampled_softmax",
                                                       train_neg_samples=5)

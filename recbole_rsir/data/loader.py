@@ -53,6 +53,11 @@ class SequenceTrainLoader:
     def n_targets(self):
         return int((self.lengths - 1).sum())
 
+    @property
+    def targets_per_batch(self):
+        """Mean next-item targets in a batch: the loss normaliser that weighs every target alike."""
+        return self.n_targets / max(1, len(self))
+
     def __len__(self):
         return math.ceil(len(self.lengths) / self.batch_size)
 

@@ -73,8 +73,15 @@ class RSIRTrainer(Trainer):
         self.best_epoch = -1
 
     # ---- training -------------------------------------------------------------------
-    def position_loss(self, items, lengths, times):
-        """Next-item loss at every position of every row (one row = a whole sequence)."""
+    def position_loss(self, items, lengths, times, targets_per_batch=None):
+        """Next-item loss at every position of every row (one row = a whole sequence).
+
+        Without ``targets_per_batch`` it is the mean over this batch's targets. Batches grouped
+        by length hold very different numbers of targets (256 short rows against 256 long ones),
+        so a per-batch mean weighs a target of a short-row batch several times more than one of
+        a long-row batch, which costs accuracy; dividing the sum by the epoch's mean
+        ``targets_per_batch`` instead weighs every target alike, as RecBole's prefix batches do.
+        """
         model = self.model
         inputs, targets = items[:, :-1], items[:, 1:]
         time_seq = times[:, :-1] if time_field(model) else None
@@ -82,6 +89,8 @@ class RSIRTrainer(Trainer):
         valid = targets > 0
         loss = next_item_loss(model, output[valid], targets[valid], self.train_loss, self.neg_samples,
                               self._neg_generator)
+        if targets_per_batch:
+            loss = loss * (valid.sum() / targets_per_batch)
         if hasattr(model, "auxiliary_loss"):
             loss = loss + model.auxiliary_loss(inputs, (lengths - 1).clamp(min=1), time_seq)
         return loss
@@ -98,7 +107,7 @@ class RSIRTrainer(Trainer):
         for items, lengths, times in batches:
             items, lengths, times = items.to(self.device), lengths.to(self.device), times.to(self.device)
             self.optimizer.zero_grad()
-            loss = self.position_loss(items, lengths, times)
+            loss = self.position_loss(items, lengths, times, train_data.targets_per_batch)
             self._check_nan(loss)
             loss.backward()
             if self.clip_grad_norm:
