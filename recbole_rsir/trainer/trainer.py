@@ -77,10 +77,10 @@ class RSIRTrainer(Trainer):
         """Next-item loss at every position of every row (one row = a whole sequence).
 
         Without ``targets_per_batch`` it is the mean over this batch's targets. Batches grouped
-        by length hold very different numbers of targets (256 short rows against 256 long ones),
-        so a per-batch mean weighs a target of a short-row batch several times more than one of
-        a long-row batch, which costs accuracy; dividing the sum by the epoch's mean
-        ``targets_per_batch`` instead weighs every target alike, as RecBole's prefix batches do.
+        by length hold very different numbers of targets (507 to 10,705 on Beauty), so a
+        per-batch mean weighs a target of a short-row batch up to 20 times more than one of a
+        long-row batch, which cost accuracy; dividing the sum by the epoch's mean
+        ``targets_per_batch`` weighs every target alike, as RecBole's shuffled prefix batches do.
         """
         model = self.model
         inputs, targets = items[:, :-1], items[:, 1:]
