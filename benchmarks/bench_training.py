@@ -67,6 +67,10 @@ def test_epoch_seconds(benchmark, monkeypatch, path):
     seconds = benchmark.pedantic(one_epoch, args=(trainer, loader), rounds=1, iterations=1)
     RESULTS[path] = benchmark.stats.stats.mean if seconds is None else seconds
     print(f"\n{path}: {RESULTS[path]:.1f} s/epoch (torch threads {torch.get_num_threads()})")
+    if path != "recbole":
+        targets = sorted(int((lengths - 1).sum()) for _, lengths, _ in loader)
+        print(f"targets per batch: {targets[0]} to {targets[-1]}, median {targets[len(targets) // 2]}, "
+              f"mean {loader.targets_per_batch:.0f}")
     if "recbole" in RESULTS:
         for fast in ("full_ce", "sampled_softmax", "full_ce_unchunked"):
             if fast in RESULTS:

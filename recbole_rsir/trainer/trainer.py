@@ -77,8 +77,8 @@ class RSIRTrainer(Trainer):
         """Next-item loss at every position of every row (one row = a whole sequence).
 
         Without ``targets_per_batch`` it is the mean over this batch's targets. Batches grouped
-        by length hold very different numbers of targets (507 to 10,705 on Beauty), so a
-        per-batch mean weighs a target of a short-row batch up to 20 times more than one of a
+        by length hold very different numbers of targets (about 500 to 11,000 on Beauty), so a
+        per-batch mean weighs a target of a short-row batch about 20 times more than one of a
         long-row batch, which cost accuracy; dividing the sum by the epoch's mean
         ``targets_per_batch`` weighs every target alike, as RecBole's shuffled prefix batches do.
         """
