@@ -9,11 +9,13 @@ import torch
 from conftest import build_tiny
 from test_rounds import SMALL, run_cli
 
-from recbole_rsir.data.sequences import SequenceSet
+from recbole_rsir.data.merge import training_loader
+from recbole_rsir.data.sequences import SequenceSet, training_sequences
 from recbole_rsir.errors import ConfigError
 from recbole_rsir.trainer.rounds import FAULT_ENV, RSIRRounds
 from recbole_rsir.trainer.store import OutputError, RoundStore
 from recbole_rsir.trainer.trainer import NonFiniteLossError, RSIRTrainer
+from recbole_rsir.utils import get_model
 
 
 def _args(data_path, out, *extra):
@@ -35,7 +37,7 @@ def _outcome(out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["generate:2", "train:2"])
+@pytest.mark.parametrize("fault", ["generate:2", "train:2:0", "train:2:1"])
 def test_killed_run_resumes_to_the_same_results(tiny_data_path, fault, monkeypatch):
     whole = os.path.join(tiny_data_path, "whole")
     assert run_cli(_args(tiny_data_path, whole, "--rsir_rounds=2"), tiny_data_path).returncode == 0
@@ -48,6 +50,8 @@ def test_killed_run_resumes_to_the_same_results(tiny_data_path, fault, monkeypat
     round1 = os.path.join(cut, "rounds", "round1", "result.json")
     stamp = os.stat(round1).st_mtime_ns
     monkeypatch.delenv(FAULT_ENV)
+    if fault.startswith("train"):                         # round 2 resumes from its checkpoint
+        assert RoundStore(cut).interrupted(2)
     resumed = run_cli(_args(tiny_data_path, cut, "--rsir_rounds=2"), tiny_data_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert os.stat(round1).st_mtime_ns == stamp          # round 1 was reused, not redone
@@ -70,6 +74,53 @@ def test_other_settings_are_refused_unless_overwritten_and_more_rounds_extend(ti
     forced = run_cli(_args(tiny_data_path, out, "--rsir_rounds=0", "--rsir_m=3", "--rsir_overwrite=True"),
                      tiny_data_path)
     assert forced.returncode == 0 and RoundStore(out).finished() == [0]
+
+
+def _fit(tiny_data_path, train_path, epochs, checkpoint, resume_from=None):
+    """Train SASRec on the tiny data, a checkpoint after every epoch; optionally resume first."""
+    config, _, train_data, _, _ = build_tiny(tiny_data_path, epochs=epochs, train_path=train_path, eval_step=0,
+                                             train_neg_samples=5)
+    trainer = RSIRTrainer(config, get_model("SASRec")(config, train_data.dataset))
+    trainer.saved_model_file = checkpoint
+    if resume_from:
+        torch.manual_seed(12345)            # whatever the process did before, the checkpoint sets the streams
+        trainer.resume_checkpoint(resume_from)
+    loader = training_loader(config, train_data, training_sequences(train_data.dataset), SequenceSet.empty())
+    trainer.fit(loader, None, saved=True, verbose=False)
+    return trainer
+
+
+@pytest.mark.parametrize("train_path", ["all_positions", "recbole"])
+def test_training_resumed_from_a_checkpoint_repeats_the_uninterrupted_run(tiny_data_path, train_path):
+    folder = lambda name: os.path.join(tiny_data_path, name)  # noqa: E731
+    whole = _fit(tiny_data_path, train_path, 3, folder("whole.pth"))
+    cut = _fit(tiny_data_path, train_path, 2, folder("cut.pth"))          # stopped after epoch 1
+    stripped = torch.load(folder("cut.pth"), weights_only=True)
+    del stripped["rng"]                                                   # as an older checkpoint
+    torch.save(stripped, folder("old.pth"))
+
+    resumed = _fit(tiny_data_path, train_path, 3, folder("cut.pth"), resume_from=folder("cut.pth"))
+    without_streams = _fit(tiny_data_path, train_path, 3, folder("old.pth"), resume_from=folder("old.pth"))
+
+    assert resumed.best_epoch == whole.best_epoch == 2
+    weights = lambda t: list(t.model.state_dict().values())  # noqa: E731
+    assert all(torch.equal(a, b) for a, b in zip(weights(resumed), weights(whole)))
+    assert not all(torch.equal(a, b) for a, b in zip(weights(cut), weights(whole)))       # epoch 2 did train
+    assert not all(torch.equal(a, b) for a, b in zip(weights(without_streams), weights(whole)))
+
+
+def test_an_interrupted_round_counts_as_started_for_the_settings_check(tiny_data_path):
+    out = os.path.join(tiny_data_path, "out")
+    store = RoundStore(out)
+    store.check_config({"rsir_m": 5}, overwrite=False)
+    store.begin(0)
+    torch.save({"epoch": 0}, store.checkpoint(0))
+    open(os.path.join(out, "rounds", "round0.tmp", "stale.json"), "w").close()
+    assert store.begin(0) and os.listdir(os.path.join(out, "rounds", "round0.tmp")) == ["model.pth"]
+    with pytest.raises(ConfigError, match=r"other settings \(rsir_m\)"):
+        store.check_config({"rsir_m": 10}, overwrite=False)
+    store.check_config({"rsir_m": 10}, overwrite=True)
+    assert store.interrupted(0) is None
 
 
 def test_corrupt_saved_round_names_the_file(tiny_data_path):

@@ -47,7 +47,7 @@ class SequenceTrainLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self._dataset = dataset          # RecBole's Collector looks here
-        self._generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)   # named as RecBole's loaders name theirs
 
     @property
     def n_targets(self):
@@ -63,7 +63,7 @@ class SequenceTrainLoader:
 
     def _batches(self):
         n = len(self.lengths)
-        order = torch.randperm(n, generator=self._generator) if self.shuffle else torch.arange(n)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         group = self.batch_size * BUCKET_BATCHES
         groups = []
         for g in torch.split(order, group):
@@ -71,7 +71,7 @@ class SequenceTrainLoader:
             groups.append(g[by_length])
         batches = list(torch.split(torch.cat(groups), self.batch_size)) if n else []
         if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=self._generator)]
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator)]
         return batches
 
     def __iter__(self):

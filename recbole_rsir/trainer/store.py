@@ -3,8 +3,10 @@
 ``rsir_output_dir/rounds/round<k>/`` holds a finished round: ``model.pth`` (best weights:
 tensors and plain data, loaded with ``weights_only=True``), ``synthetic.npz`` (the sequences
 accepted in that round) and ``result.json``. A round is built in ``round<k>.tmp/`` and
-renamed into place only when complete, so a folder without ``.tmp`` is always whole.
-Every round reseeds from (seed, round), so resuming gives the same results as not stopping.
+renamed into place only when complete, so a folder without ``.tmp`` is always whole; its
+``model.pth`` is the training's best checkpoint so far, from which a stopped round resumes.
+Every round reseeds from (seed, round) and checkpoints carry the random streams, so resuming
+gives the same results as not stopping.
 """
 import json
 import os
@@ -49,11 +51,20 @@ class RoundStore:
         return os.path.join(self.rounds_dir, f"round{k}")
 
     def begin(self, k):
-        """A clean temporary folder for round k; its model.pth is where training saves."""
+        """The temporary folder for round k, emptied but for the checkpoint of an interrupted
+        training (training saves there and resumes from it)."""
         tmp = self.round_dir(k) + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
+        os.makedirs(tmp, exist_ok=True)
+        for name in os.listdir(tmp):
+            if name != "model.pth":
+                path = os.path.join(tmp, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         return tmp
+
+    def interrupted(self, k):
+        """The checkpoint round k's training left when it was stopped, or None."""
+        path = self.checkpoint(k)
+        return path if os.path.isfile(path) else None
 
     def checkpoint(self, k):
         return os.path.join(self.round_dir(k) + ".tmp", "model.pth")
@@ -99,7 +110,8 @@ class RoundStore:
     def check_config(self, plain, overwrite):
         """Refuse to resume a directory made with other settings, unless told to start over."""
         path = os.path.join(self.output_dir, RUN_CONFIG)
-        if os.path.isfile(path) and self.finished():
+        started = self.finished() or self.interrupted(len(self.finished()))
+        if os.path.isfile(path) and started:
             with open(path, encoding="utf-8") as f:
                 stored = yaml.safe_load(f) or {}
             keys = sorted(k for k in set(stored) | set(plain)

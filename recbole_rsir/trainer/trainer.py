@@ -6,6 +6,7 @@ the RSIR reference code's protocol of masking each user's earlier items.
 """
 import math
 import os
+import time
 
 import numpy as np
 import torch
@@ -71,6 +72,10 @@ class RSIRTrainer(Trainer):
         self.round_index = 0
         self.epoch = 0
         self.best_epoch = -1
+        self._shuffle = None             # the training loader's generator, known once fit starts
+        self._resumed_rng = None
+        self._seconds_before = 0.0       # training time of a resumed checkpoint's epochs
+        self._fit_start = None
 
     # ---- training -------------------------------------------------------------------
     def position_loss(self, items, lengths, times, targets_per_batch=None):
@@ -122,6 +127,34 @@ class RSIRTrainer(Trainer):
                                      f"{loss.item()}; stopped, finished rounds are kept")
 
     # ---- checkpoints: tensors and plain data only, loadable with weights_only=True ----
+    def fit(self, train_data, *args, **kwargs):
+        self._shuffle = getattr(train_data, "generator", None)
+        if self._resumed_rng is not None:
+            self._set_rng(self._resumed_rng)
+            self._resumed_rng = None
+        self._fit_start = time.time()
+        if self.best_epoch >= 0 and self.start_epoch >= self.epochs:
+            return self.best_valid_score, None     # resumed after its last epoch: nothing left to train
+        return super().fit(train_data, *args, **kwargs)
+
+    def train_seconds(self):
+        """Training time so far, a resumed checkpoint's share included."""
+        return self._seconds_before + (time.time() - self._fit_start if self._fit_start else 0.0)
+
+    def _rng(self):
+        """Every random stream training draws from (dropout, negatives, shuffling): saving them
+        with the weights makes a resumed run repeat an uninterrupted one exactly."""
+        streams = {"torch": torch.get_rng_state(), "negatives": self._neg_generator.get_state()}
+        if self._shuffle is not None:
+            streams["shuffle"] = self._shuffle.get_state()
+        return streams
+
+    def _set_rng(self, streams):
+        torch.set_rng_state(streams["torch"])
+        self._neg_generator.set_state(streams["negatives"])
+        if self._shuffle is not None and "shuffle" in streams:
+            self._shuffle.set_state(streams["shuffle"])
+
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         self.best_epoch = epoch
@@ -132,10 +165,32 @@ class RSIRTrainer(Trainer):
             "best_valid_score": float(self.best_valid_score),
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "rng": self._rng(),
+            "train_seconds": self.train_seconds(),
         }
         tmp = f"{saved_model_file}.tmp"
         torch.save(state, tmp)
         os.replace(tmp, saved_model_file)
+
+    def resume_checkpoint(self, resume_file):
+        """RecBole's resume for our checkpoints: training continues after the saved (best) epoch
+        with its weights, optimizer, early-stopping count and random streams."""
+        checkpoint = torch.load(resume_file, map_location=self.device, weights_only=True)
+        if checkpoint["model"].lower() != self.config["model"].lower():
+            raise ValueError(f"{resume_file} holds a {checkpoint['model']} model, not {self.config['model']}")
+        self.saved_model_file = resume_file
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.best_epoch = checkpoint["epoch"]
+        self.start_epoch = self.best_epoch + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self._seconds_before = checkpoint.get("train_seconds", 0.0)
+        self._resumed_rng = checkpoint.get("rng")
+        if self._resumed_rng is None:
+            self.logger.warning(f"{resume_file} holds no random-stream state (saved by an earlier version): "
+                                f"training continues from epoch {self.start_epoch} but will not repeat an "
+                                f"uninterrupted run exactly")
 
     def load_best(self, model_file=None):
         checkpoint = torch.load(model_file or self.saved_model_file, map_location=self.device,
