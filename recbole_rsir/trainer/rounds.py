@@ -28,7 +28,10 @@ FAULT_ENV = "RSIR_FAULT_AT"
 
 
 def fault_point(name):
-    """Kill this process at ``name`` (``generate:2``, or ``train:2:0`` after round 2's epoch 0) when RSIR_FAULT_AT says so: the fault tests' hook."""
+    """Kill this process at ``name`` when RSIR_FAULT_AT says so: the fault tests' hook.
+
+    Names are ``generate:<round>`` and ``train:<round>:<epoch>`` (after that epoch's checkpoint).
+    """
     if os.environ.get(FAULT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
 
