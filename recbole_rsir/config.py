@@ -9,6 +9,7 @@ that program's own ``sys.argv``.
 import os
 from enum import Enum
 
+import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
@@ -48,6 +49,7 @@ class Config(RecBoleConfig):
         self._cmd_args = list(cmd_args or [])
         super().__init__(model, dataset, config_file_list, config_dict)
         validate(self)
+        self["torch_threads"] = set_torch_threads(self["torch_threads"])
 
     def _load_cmd_line(self):
         return self._convert_config_dict(parse_cmd_args(self._cmd_args))
@@ -71,6 +73,13 @@ class Config(RecBoleConfig):
         ):
             if os.path.isfile(path):
                 self._update_internal_config_dict(path)
+
+
+def set_torch_threads(n):
+    """Fix torch's CPU threads here, as RecBole's Config fixes the device, so a run states what it used."""
+    if n > 0:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
 
 
 def _plain_value(value):
@@ -132,6 +141,7 @@ def validate(config):
     _check(config["train_loss"] in ("full_ce", "sampled_softmax"),
            f"train_loss must be 'full_ce' or 'sampled_softmax', got {config['train_loss']!r}")
     integer("train_neg_samples", 1)
+    integer("torch_threads", 0)
     _check(config["rsir_min_len"] <= config["MAX_ITEM_LIST_LENGTH"],
            f"rsir_min_len ({config['rsir_min_len']}) exceeds MAX_ITEM_LIST_LENGTH "
            f"({config['MAX_ITEM_LIST_LENGTH']})")

@@ -1,5 +1,6 @@
 """Configuration layering and validation of RSIR keys."""
 import pytest
+import torch
 from conftest import tiny_config_dict
 
 from recbole_rsir.config import RSIR_KEYS, Config, parse_cmd_args
@@ -30,6 +31,7 @@ def test_layers_rsir_defaults_then_command_line(tiny_data_path):
     ("--rsir_fidelity=maybe", "rsir_fidelity must be true or false"),
     ("--rsir_tua=5", "unknown RSIR key(s) rsir_tua"),
     ("--train_loss=bpr", "train_loss must be 'full_ce' or 'sampled_softmax'"),
+    ("--torch_threads=-1", "torch_threads must be an integer >= 0, got -1"),
     ("epochs=3", "is not of the form --key=value"),
 ])
 def test_invalid_settings_are_rejected_with_one_line(tiny_data_path, arg, message):
@@ -54,3 +56,18 @@ def test_models_without_per_position_outputs_need_the_recbole_path(tiny_data_pat
         Config("BERT4Rec", "tiny", config_dict=tiny_config_dict(tiny_data_path))
     config = Config("BERT4Rec", "tiny", config_dict=tiny_config_dict(tiny_data_path, train_path="recbole"))
     assert config["train_path"] == "recbole"
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield before
+    torch.set_num_threads(before)
+
+
+def test_torch_threads_is_applied_and_recorded(tiny_data_path, restore_threads):
+    config = Config("SASRec", "tiny", config_dict=tiny_config_dict(tiny_data_path))
+    assert config["torch_threads"] == restore_threads      # 0: torch's own choice, recorded as a number
+    wanted = 1 if restore_threads != 1 else 2
+    config = Config("SASRec", "tiny", config_dict=tiny_config_dict(tiny_data_path), cmd_args=[f"--torch_threads={wanted}"])
+    assert torch.get_num_threads() == wanted and config["torch_threads"] == wanted

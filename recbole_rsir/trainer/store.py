@@ -26,6 +26,7 @@ IGNORED_KEYS = frozenset({
     "rsir_rounds", "rsir_output_dir", "rsir_overwrite", "rsir_gen_batch_size", "rsir_score_chunk",
     "show_progress", "state", "checkpoint_dir", "data_path", "device", "gpu_id", "use_gpu",
     "worker", "local_rank", "log_wandb", "wandb_project", "eval_batch_size", "config_files",
+    "torch_threads",
 })
 
 
