@@ -142,6 +142,7 @@ def validate(config):
            f"train_loss must be 'full_ce' or 'sampled_softmax', got {config['train_loss']!r}")
     integer("train_neg_samples", 1)
     integer("torch_threads", 0)
+    integer("train_length_groups", 1)
     _check(config["rsir_min_len"] <= config["MAX_ITEM_LIST_LENGTH"],
            f"rsir_min_len ({config['rsir_min_len']}) exceeds MAX_ITEM_LIST_LENGTH "
            f"({config['MAX_ITEM_LIST_LENGTH']})")

@@ -200,3 +200,22 @@ def test_dataset_too_small_to_split_is_refused(tmp_path):
     config = Config("SASRec", "small", config_dict={"data_path": str(tmp_path), "state": "WARNING"})
     with pytest.raises(DatasetFormatError, match="too small to split: 1 of 2 users have fewer than 4"):
         create_dataset(config)
+
+
+def test_length_groups_trade_padding_for_randomness():
+    rng = np.random.default_rng(1)
+    seqs = SequenceSet.from_lists([rng.integers(1, 50, rng.integers(2, 30)).tolist() for _ in range(400)])
+
+    def batch_rows(groups):
+        loader = SequenceTrainLoader(seqs, 16, 40, seed=5, length_groups=groups)
+        return [sorted(index.tolist()) for index in loader._batches()], loader
+
+    plain, loader = batch_rows(1)
+    reference = torch.randperm(len(loader.lengths), generator=torch.Generator().manual_seed(5)).split(16)
+    assert sorted(plain) == sorted(sorted(b.tolist()) for b in reference)     # 1: random rows per batch
+
+    def padding(rows):
+        return sum(int(loader.lengths[r].max()) * len(r) - int(loader.lengths[r].sum()) for r in rows)
+
+    grouped, _ = batch_rows(25)                                               # the whole epoch in one group
+    assert padding(grouped) < padding(plain) / 4

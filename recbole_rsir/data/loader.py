@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 BUCKET_BATCHES = 50
-"""Rows are sorted by length within groups of this many batches: little padding, still shuffled."""
+"""Default ``train_length_groups``: rows are sorted by length within groups of this many
+batches, so a batch is trimmed to rows of similar length (little padding) yet still shuffled."""
 
 
 def windows(sequences, max_len):
@@ -42,9 +43,11 @@ def windows(sequences, max_len):
 class SequenceTrainLoader:
     """Iterates ``(items [B, L], lengths [B], times [B, L])`` batches of sequence windows."""
 
-    def __init__(self, sequences, batch_size, max_len, seed, dataset=None, shuffle=True):
+    def __init__(self, sequences, batch_size, max_len, seed, dataset=None, shuffle=True,
+                 length_groups=BUCKET_BATCHES):
         self.items, self.times, self.lengths = windows(sequences, max_len)
         self.batch_size = batch_size
+        self.length_groups = length_groups
         self.shuffle = shuffle
         self._dataset = dataset          # RecBole's Collector looks here
         self.generator = torch.Generator().manual_seed(seed)   # named as RecBole's loaders name theirs
@@ -64,7 +67,7 @@ class SequenceTrainLoader:
     def _batches(self):
         n = len(self.lengths)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        group = self.batch_size * BUCKET_BATCHES
+        group = self.batch_size * self.length_groups
         groups = []
         for g in torch.split(order, group):
             by_length = torch.argsort(self.lengths[g], stable=True)

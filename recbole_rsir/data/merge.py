@@ -55,7 +55,8 @@ def training_loader(config, train_data, real, synthetic):
     train_dataset = train_data.dataset
     if config["train_path"] == "all_positions":
         return SequenceTrainLoader(real.concat(synthetic), config["train_batch_size"],
-                                   config["MAX_ITEM_LIST_LENGTH"], config["seed"], train_dataset)
+                                   config["MAX_ITEM_LIST_LENGTH"], config["seed"], train_dataset,
+                                   length_groups=config["train_length_groups"])
     if len(synthetic) == 0:
         return train_data
     merged = train_dataset.copy(cat_interactions([train_dataset.inter_feat, prefix_rows(train_dataset, synthetic)]))
