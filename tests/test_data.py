@@ -13,7 +13,7 @@ from recbole.data import create_dataset
 from recbole_rsir.config import Config
 from recbole_rsir.data.bundled import BUNDLED, BUNDLED_DIR, ensure_dataset
 from recbole_rsir.data.convert import read_sequences, write_atomic
-from recbole_rsir.data.loader import SequenceTrainLoader, windows
+from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks, windows
 from recbole_rsir.data.merge import prefix_rows, training_loader, write_synthetic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.errors import DatasetFormatError, UnknownDatasetError
@@ -219,3 +219,13 @@ def test_length_groups_trade_padding_for_randomness():
 
     grouped, _ = batch_rows(25)                                               # the whole epoch in one group
     assert padding(grouped) < padding(plain) / 4
+
+
+def test_length_chunks_cut_a_batch_at_doubling_lengths():
+    lengths = torch.tensor([5, 50, 2, 7, 3, 17, 9, 4, 2, 11, 8, 33])
+    parts = length_chunks(lengths)
+    assert sorted(torch.cat(parts).tolist()) == list(range(len(lengths)))   # every row exactly once
+    assert [sorted(lengths[p].tolist()) for p in parts] == [[2, 2, 3, 4], [5, 7, 8], [9, 11], [17], [33, 50]]
+    for part in parts:                                                         # padding <= a row's length
+        assert int(lengths[part].max()) <= 2 * int(lengths[part].min())
+    assert [p.tolist() for p in length_chunks(torch.tensor([3, 2, 3]))] == [[1, 0, 2]]

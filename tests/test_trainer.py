@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 from conftest import build_tiny
 
-from recbole_rsir.data.loader import SequenceTrainLoader
+from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks
 from recbole_rsir.data.merge import prefix_rows
 from recbole_rsir.data.sequences import eval_targets, training_sequences
 from recbole_rsir.model.causal import sequence_output
+from recbole_rsir.trainer import trainer as trainer_module
 from recbole_rsir.trainer.trainer import NonFiniteLossError, RSIRTrainer, full_sort_by_length
 from recbole_rsir.utils import get_model
 
@@ -44,6 +45,46 @@ def test_every_target_weighs_the_same_whatever_its_batch(tiny_data_path):
     # an epoch of weighted batches is the mean over all targets, once per batch: each target counts alike
     assert torch.allclose(weighted.sum(), whole * len(batches), atol=1e-10)
     assert not torch.allclose(per_batch_mean.sum(), whole * len(batches), atol=1e-6)
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "HSTU", "CL4SRec"])
+def test_length_chunks_give_the_loss_and_gradient_of_one_pass(tiny_data_path, monkeypatch, model_name):
+    config, train_data, _, _, model, trainer = _setup(tiny_data_path, model=model_name, train_loss="full_ce")
+    real = training_sequences(train_data.dataset)
+    items, lengths, times = next(iter(SequenceTrainLoader(real, 32, 20, seed=3)))
+    lengths = lengths.minimum(torch.tensor([2, 3, 5, 9, 2, 4, 12, 7]))      # cut rows to varied lengths
+    cut = torch.arange(items.shape[1]) >= lengths.unsqueeze(1)
+    items, times = items.masked_fill(cut, 0), times.masked_fill(cut, 0.0)
+    assert len(length_chunks(lengths)) == 3
+
+    def loss_and_grads():
+        model.zero_grad()
+        torch.manual_seed(0)               # CL4SRec's augmentations draw from torch's generator
+        loss = trainer.position_loss(items, lengths, times, targets_per_batch=40.0)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    loss, grads = loss_and_grads()
+    monkeypatch.setattr(trainer_module, "length_chunks", lambda lengths: [torch.arange(len(lengths))])
+    one_loss, one_grads = loss_and_grads()
+    assert torch.allclose(loss, one_loss, atol=1e-10)
+    assert len(grads) == len(one_grads) > 0
+    assert all(torch.allclose(g, h, atol=1e-9) for g, h in zip(grads, one_grads))
+
+
+def test_adam_is_fused_and_steps_as_recboles_adam(tiny_data_path):
+    config, train_data, _, _, model, trainer = _setup(tiny_data_path, learning_rate=0.01, weight_decay=0.1)
+    assert type(trainer.optimizer) is torch.optim.Adam and trainer.optimizer.defaults["fused"]
+    plain = torch.optim.Adam([p.detach().clone().requires_grad_() for p in model.parameters()],
+                             lr=0.01, weight_decay=0.1)
+    for _ in range(3):
+        for p, q in zip(model.parameters(), plain.param_groups[0]["params"]):
+            p.grad = torch.sin(p.detach() * 3 + 1)
+            q.grad = p.grad.clone()
+        trainer.optimizer.step()
+        plain.step()
+    assert all(torch.allclose(p, q, atol=1e-12) for p, q in zip(model.parameters(), plain.param_groups[0]["params"]))
+    assert not torch.allclose(next(model.parameters()), next(iter(_setup(tiny_data_path)[4].parameters())))
 
 
 def test_sampled_softmax_loss_equals_manual_computation(tiny_data_path):

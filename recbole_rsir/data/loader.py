@@ -1,8 +1,9 @@
 """Batches of whole sequences for the all-position training path.
 
 Stock RecBole feeds one row per prefix, each padded to MAX_ITEM_LIST_LENGTH. Here a row is
-a whole sequence (its loss is taken at every position), rows are grouped by length so a
-batch is trimmed to its longest row, and everything is tensors built once: an epoch only
+a whole sequence (its loss is taken at every position), padding is cut by running a batch
+through the model in chunks of similar-length rows (:func:`length_chunks`) or by grouping
+rows of similar length into batches, and everything is tensors built once: an epoch only
 permutes indices.
 """
 import math
@@ -10,9 +11,31 @@ import math
 import numpy as np
 import torch
 
-BUCKET_BATCHES = 50
-"""Default ``train_length_groups``: rows are sorted by length within groups of this many
-batches, so a batch is trimmed to rows of similar length (little padding) yet still shuffled."""
+BUCKET_BATCHES = 1
+"""Default ``train_length_groups``: 1 = batches of rows drawn at random, as RecBole's shuffled
+prefix batches are. Batches of similar-length rows (more groups) pad less but learned worse
+on Beauty (test NDCG@10 2.8% below stock RecBole's with 50 groups)."""
+
+SHORTEST_CHUNK = 4
+"""Rows up to this long share the first part of :func:`length_chunks`."""
+
+
+def length_chunks(lengths):
+    """Row indices of a batch cut into parts of similar length: lengths up to 4, 5-8, 9-16, ...
+
+    Rows of a causal model do not interact, so running each part trimmed to its longest row
+    and pooling the outputs gives the batch's exact loss and gradient with a fraction of the
+    padding: a random batch of Beauty sequences is padded to about 50 though most hold under
+    10. Doubling bounds keep every row's padding within its own length in a handful of parts
+    (each part is one more pass through the model, which has a fixed cost).
+    """
+    order = torch.argsort(lengths, stable=True)
+    ordered = lengths[order]
+    bounds = [SHORTEST_CHUNK]
+    while bounds[-1] < int(ordered[-1]):
+        bounds.append(2 * bounds[-1])
+    ends = torch.searchsorted(ordered, torch.tensor(bounds), right=True).tolist()
+    return [order[lo:hi] for lo, hi in zip([0] + ends, ends) if hi > lo]
 
 
 def windows(sequences, max_len):

@@ -16,8 +16,9 @@ from scipy.sparse import csr_matrix
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
-from recbole_rsir.data.loader import SequenceTrainLoader
+from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks
 from recbole_rsir.model.causal import sequence_output, supports_positions, time_field
+from recbole_rsir.model.dropout import use_fast_dropout
 from recbole_rsir.model.loss import next_item_loss
 
 
@@ -62,7 +63,7 @@ def full_sort_by_length(model, interaction):
 
 class RSIRTrainer(Trainer):
     def __init__(self, config, model):
-        super().__init__(config, model)
+        super().__init__(config, use_fast_dropout(model))
         self.train_loss = config["train_loss"]
         self.neg_samples = config["train_neg_samples"]
         self.exclude_history = config["exclude_history_items"]
@@ -78,8 +79,26 @@ class RSIRTrainer(Trainer):
         self._fit_start = None
 
     # ---- training -------------------------------------------------------------------
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimizer, fused where torch has a fused kernel for it.
+
+        RecBole builds Adam with torch's per-tensor loop; the fused kernel takes the same step
+        about seven times faster here, which matters at the all-position path's ~90 steps an
+        epoch of a few seconds.
+        """
+        optimizer = super()._build_optimizer(**kwargs)
+        if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+            return optimizer
+        groups = [{k: v for k, v in group.items() if k not in ("fused", "foreach")}
+                  for group in optimizer.param_groups]
+        return type(optimizer)(groups, fused=True)
+
     def position_loss(self, items, lengths, times, targets_per_batch=None):
         """Next-item loss at every position of every row (one row = a whole sequence).
+
+        The rows go through the model in parts of similar length (:func:`length_chunks`), each
+        trimmed to its longest row; the loss is then taken once over all their positions, so it
+        is the batch's own loss (negatives shared by the whole batch), only with less padding.
 
         Without ``targets_per_batch`` it is the mean over this batch's targets. Batches grouped
         by length hold very different numbers of targets (about 500 to 11,000 on Beauty), so a
@@ -88,16 +107,24 @@ class RSIRTrainer(Trainer):
         ``targets_per_batch`` weighs every target alike, as RecBole's shuffled prefix batches do.
         """
         model = self.model
-        inputs, targets = items[:, :-1], items[:, 1:]
-        time_seq = times[:, :-1] if time_field(model) else None
-        output = sequence_output(model, inputs, (lengths - 1).clamp(min=1), time_seq)
-        valid = targets > 0
-        loss = next_item_loss(model, output[valid], targets[valid], self.train_loss, self.neg_samples,
+        uses_time = time_field(model)
+        hidden, target = [], []
+        for rows in length_chunks(lengths):
+            width = int(lengths[rows].max())
+            part = items[rows, :width]
+            time_seq = times[rows, :width - 1] if uses_time else None
+            output = sequence_output(model, part[:, :-1], (lengths[rows] - 1).clamp(min=1), time_seq)
+            valid = part[:, 1:] > 0
+            hidden.append(output[valid])
+            target.append(part[:, 1:][valid])
+        target = torch.cat(target)
+        loss = next_item_loss(model, torch.cat(hidden), target, self.train_loss, self.neg_samples,
                               self._neg_generator)
         if targets_per_batch:
-            loss = loss * (valid.sum() / targets_per_batch)
+            loss = loss * (len(target) / targets_per_batch)
         if hasattr(model, "auxiliary_loss"):
-            loss = loss + model.auxiliary_loss(inputs, (lengths - 1).clamp(min=1), time_seq)
+            loss = loss + model.auxiliary_loss(items[:, :-1], (lengths - 1).clamp(min=1),
+                                               times[:, :-1] if uses_time else None)
         return loss
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
