@@ -74,6 +74,28 @@ def test_bundled_datasets_are_the_5core_benchmarks(name, users, items, inters):
     assert (table[1:, 2][same_user] > table[:-1, 2][same_user]).all()
 
 
+def _unpack_after(barrier, data_path):
+    barrier.wait()
+    ensure_dataset(data_path, "amazon-beauty")
+
+
+def test_runs_started_together_unpack_the_same_dataset_safely(tmp_path):
+    import multiprocessing
+
+    data_path = str(tmp_path / "amazon-beauty")
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(3)
+    workers = [context.Process(target=_unpack_after, args=(barrier, data_path)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert [w.exitcode for w in workers] == [0, 0, 0]
+    assert os.listdir(data_path) == ["amazon-beauty.inter"]
+    with gzip.open(os.path.join(BUNDLED_DIR, "amazon-beauty.inter.gz"), "rb") as f:
+        assert (tmp_path / "amazon-beauty" / "amazon-beauty.inter").read_bytes() == f.read()
+
+
 def test_bundled_beauty_equals_shared_source():
     source = os.path.join(SHARED, "Beauty", "Beauty_with_day_intervals_TimeWeaver.txt")
     if not os.path.isfile(source):

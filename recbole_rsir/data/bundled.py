@@ -40,7 +40,7 @@ def ensure_dataset(data_path, name):
     if os.path.isfile(target):
         return target
     os.makedirs(data_path, exist_ok=True)
-    tmp = f"{target}.tmp"
+    tmp = f"{target}.{os.getpid()}.tmp"      # runs started together each unpack, the last rename wins
     with gzip.open(os.path.join(BUNDLED_DIR, f"{name}.inter.gz"), "rb") as src, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst)
     os.replace(tmp, target)
