@@ -85,6 +85,7 @@ def test_adam_is_fused_and_steps_as_recboles_adam(tiny_data_path):
         plain.step()
     assert all(torch.allclose(p, q, atol=1e-12) for p, q in zip(model.parameters(), plain.param_groups[0]["params"]))
     assert not torch.allclose(next(model.parameters()), next(iter(_setup(tiny_data_path)[4].parameters())))
+    assert type(_setup(tiny_data_path, learner="sgd")[5].optimizer) is torch.optim.SGD   # others untouched
 
 
 def test_sampled_softmax_loss_equals_manual_computation(tiny_data_path):

@@ -87,10 +87,11 @@ class RSIRTrainer(Trainer):
         epoch of a few seconds.
         """
         optimizer = super()._build_optimizer(**kwargs)
-        if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
-            return optimizer
         groups = [{k: v for k, v in group.items() if k not in ("fused", "foreach")}
                   for group in optimizer.param_groups]
+        devices = {p.device.type for group in groups for p in group["params"]}
+        if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or not devices <= {"cpu", "cuda"}:
+            return optimizer
         return type(optimizer)(groups, fused=True)
 
     def position_loss(self, items, lengths, times, targets_per_batch=None):
