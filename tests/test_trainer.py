@@ -10,6 +10,7 @@ from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks
 from recbole_rsir.data.merge import prefix_rows
 from recbole_rsir.data.sequences import eval_targets, training_sequences
 from recbole_rsir.model.causal import sequence_output
+from recbole_rsir.model.dropout import FastDropout
 from recbole_rsir.trainer import trainer as trainer_module
 from recbole_rsir.trainer.trainer import NonFiniteLossError, RSIRTrainer, full_sort_by_length
 from recbole_rsir.utils import get_model
@@ -86,6 +87,12 @@ def test_adam_is_fused_and_steps_as_recboles_adam(tiny_data_path):
     assert all(torch.allclose(p, q, atol=1e-12) for p, q in zip(model.parameters(), plain.param_groups[0]["params"]))
     assert not torch.allclose(next(model.parameters()), next(iter(_setup(tiny_data_path)[4].parameters())))
     assert type(_setup(tiny_data_path, learner="sgd")[5].optimizer) is torch.optim.SGD   # others untouched
+
+
+def test_trainer_gives_the_model_fast_dropout(tiny_data_path):
+    model = _setup(tiny_data_path)[4]
+    drops = [type(m) for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(drops) > 2 and set(drops) == {FastDropout}
 
 
 def test_sampled_softmax_loss_equals_manual_computation(tiny_data_path):
