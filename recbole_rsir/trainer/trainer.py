@@ -62,6 +62,12 @@ def full_sort_by_length(model, interaction):
 
 
 class RSIRTrainer(Trainer):
+    """RecBole's Trainer, plus the all-position path, length-bucketed evaluation and resumable RNG.
+
+    It changes the model it is given in one way: plain ``nn.Dropout`` layers become
+    :class:`FastDropout` (same law, faster on CPU).
+    """
+
     def __init__(self, config, model):
         super().__init__(config, use_fast_dropout(model))
         self.train_loss = config["train_loss"]
