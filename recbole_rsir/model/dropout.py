@@ -1,8 +1,8 @@
 """Dropout whose mask comes from one uniform draw per element.
 
-torch's CPU dropout draws its mask with ``bernoulli_``, about four times slower here than
-comparing uniform draws with ``p``; on the all-position path it was a fifth of a SASRec epoch
-on Beauty. The mask has the same law: each element is kept with probability ``1 - p`` and
+torch's CPU dropout draws its mask with ``bernoulli_``, so its forward and backward took about
+three times as long here as comparing uniform draws with ``p`` (benchmarks/bench_training.py),
+and it was a fifth of a profiled all-position SASRec epoch on Beauty. The mask has the same law: each element is kept with probability ``1 - p`` and
 scaled by ``1 / (1 - p)``, from torch's global generator as before.
 """
 import torch

@@ -89,8 +89,8 @@ class RSIRTrainer(Trainer):
         """RecBole's optimizer, fused where torch has a fused kernel for it.
 
         RecBole builds Adam with torch's per-tensor loop; the fused kernel takes the same step
-        about seven times faster here, which matters at the all-position path's ~90 steps an
-        epoch of a few seconds.
+        about three times faster here (benchmarks/bench_training.py), which matters at the
+        all-position path's ~90 steps an epoch of a few seconds.
         """
         optimizer = super()._build_optimizer(**kwargs)
         groups = [{k: v for k, v in group.items() if k not in ("fused", "foreach")}
