@@ -2,8 +2,9 @@
 
 torch's CPU dropout draws its mask with ``bernoulli_``, so its forward and backward took about
 three times as long here as comparing uniform draws with ``p`` (benchmarks/bench_training.py),
-and it was a fifth of a profiled all-position SASRec epoch on Beauty. The mask has the same law: each element is kept with probability ``1 - p`` and
-scaled by ``1 / (1 - p)``, from torch's global generator as before.
+and it was a fifth of a profiled all-position SASRec epoch on Beauty. The mask has the same
+law: each element is kept with probability ``1 - p`` and scaled by ``1 / (1 - p)``, drawn from
+torch's global generator as before.
 """
 import torch
 from torch import nn
