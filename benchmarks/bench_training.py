@@ -11,7 +11,7 @@ training data (every training target of every user, 131,413 on Beauty), in one p
   cross-entropy, batch 2048 prefixes (RecBole's default), RecBole's Trainer._train_epoch;
 - ``all_positions`` with ``full_ce`` and with ``sampled_softmax`` (256 shared negatives):
   one row per user, loss at every position, batches of 256 sequences drawn at random, each
-  run through the model in parts of similar length (up to 4, 5-8, 9-16, ... items; defaults);
+  packed side by side into one pass of the model (``data/loader.py::pack``; defaults);
 - ``full_ce_unchunked``: the same epoch with ``F.cross_entropy`` on the whole logit matrix
   in place of the chunked ``catalogue_cross_entropy``.
 

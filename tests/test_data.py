@@ -13,7 +13,7 @@ from recbole.data import create_dataset
 from recbole_rsir.config import Config
 from recbole_rsir.data.bundled import BUNDLED, BUNDLED_DIR, ensure_dataset
 from recbole_rsir.data.convert import read_sequences, write_atomic
-from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks, windows
+from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks, pack, windows
 from recbole_rsir.data.merge import prefix_rows, training_loader, write_synthetic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.errors import DatasetFormatError, UnknownDatasetError
@@ -251,3 +251,25 @@ def test_length_chunks_cut_a_batch_at_doubling_lengths():
     for part in parts:                                                         # padding <= a row's length
         assert int(lengths[part].max()) <= 2 * int(lengths[part].min())
     assert [p.tolist() for p in length_chunks(torch.tensor([3, 2, 3]))] == [[1, 0, 2]]
+
+
+def test_pack_lays_every_sequence_in_its_own_slot():
+    lengths = torch.tensor([2, 9, 3, 4, 2, 6, 3])
+    items = torch.zeros(len(lengths), 9, dtype=torch.long)
+    for b, n in enumerate(lengths.tolist()):
+        items[b, :n] = 100 * (b + 1) + torch.arange(n)          # item ids name (row, position)
+    packed = pack(items, lengths)
+    width = packed.inputs.shape[1]
+    assert width == 8 and len(packed.inputs) < len(lengths)
+    inputs, positions = packed.inputs.view(-1), packed.positions.view(-1)
+    # every target of every row once, each read at the column holding its preceding item
+    expected = sorted((int(items[b, t]), int(items[b, t + 1])) for b, n in enumerate(lengths.tolist())
+                      for t in range(n - 1))
+    assert sorted(zip(inputs[packed.index].tolist(), packed.targets.tolist())) == expected
+    assert (positions[packed.index] == inputs[packed.index] % 100).all()
+    # a column sees exactly the earlier items of its own sequence
+    for flat in packed.index.tolist():
+        r, c = divmod(flat, width)
+        seen = packed.inputs[r][packed.allowed[r, c]]
+        item = int(packed.inputs[r, c])
+        assert sorted(seen.tolist()) == list(range(item - item % 100, item + 1))

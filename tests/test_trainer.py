@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from conftest import build_tiny
 
-from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks
+from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks, pack
 from recbole_rsir.data.merge import prefix_rows
 from recbole_rsir.data.sequences import eval_targets, training_sequences
 from recbole_rsir.model.causal import sequence_output
@@ -71,6 +71,28 @@ def test_length_chunks_give_the_loss_and_gradient_of_one_pass(tiny_data_path, mo
     assert torch.allclose(loss, one_loss, atol=1e-10)
     assert len(grads) == len(one_grads) > 0
     assert all(torch.allclose(g, h, atol=1e-9) for g, h in zip(grads, one_grads))
+
+
+def test_packed_sasrec_gives_the_loss_and_gradient_of_separate_rows(tiny_data_path, monkeypatch):
+    config, train_data, _, _, model, trainer = _setup(tiny_data_path, train_loss="full_ce")
+    real = training_sequences(train_data.dataset)
+    items, lengths, times = next(iter(SequenceTrainLoader(real, 32, 20, seed=3)))
+    lengths = lengths.minimum(torch.tensor([2, 3, 5, 9, 2, 4, 12, 7]))      # cut rows to varied lengths
+    cut = torch.arange(items.shape[1]) >= lengths.unsqueeze(1)
+    items, times = items.masked_fill(cut, 0), times.masked_fill(cut, 0.0)
+    assert len(pack(items, lengths).inputs) < len(lengths)       # some rows do hold several sequences
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = trainer.position_loss(items, lengths, times, targets_per_batch=40.0)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    loss, grads = loss_and_grads()
+    monkeypatch.setattr(trainer_module, "supports_packing", lambda model: False)
+    chunked_loss, chunked_grads = loss_and_grads()
+    assert torch.allclose(loss, chunked_loss, atol=1e-10)
+    assert all(torch.allclose(g, h, atol=1e-9) for g, h in zip(grads, chunked_grads))
 
 
 def test_adam_is_fused_and_steps_as_recboles_adam(tiny_data_path):

@@ -1,15 +1,17 @@
 """Batches of whole sequences for the all-position training path.
 
 Stock RecBole feeds one row per prefix, each padded to MAX_ITEM_LIST_LENGTH. Here a row is
-a whole sequence (its loss is taken at every position), padding is cut by running a batch
-through the model in chunks of similar-length rows (:func:`length_chunks`) or by grouping
-rows of similar length into batches, and everything is tensors built once: an epoch only
-permutes indices.
+a whole sequence (its loss is taken at every position), padding is cut by packing a batch's
+rows side by side (:func:`pack`), by running it through the model in chunks of similar-length
+rows (:func:`length_chunks`) or by grouping rows of similar length into batches, and everything
+is tensors built once: an epoch only permutes indices.
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 LENGTH_GROUPS = 1
 """Default ``train_length_groups``: 1 = batches of rows drawn at random, as RecBole's shuffled
@@ -37,6 +39,48 @@ def length_chunks(lengths):
         bounds.append(2 * bounds[-1])
     ends = torch.searchsorted(ordered, torch.tensor(bounds), right=True).tolist()
     return [order[lo:hi] for lo, hi in zip([0] + ends, ends) if hi > lo]
+
+
+class PackedBatch(NamedTuple):
+    """A batch's rows laid side by side in fewer, fuller rows (:func:`pack`)."""
+    inputs: torch.Tensor      # [R, W] item ids; several sequences per row, each in its own slot
+    positions: torch.Tensor   # [R, W] position of each item within its own sequence
+    allowed: torch.Tensor     # [R, W, W] bool: query column may attend key column (same slot, not later)
+    index: torch.Tensor       # [T] flat position in [R * W] of each next-item target's input
+    targets: torch.Tensor     # [T] next items
+
+
+def pack(items, lengths):
+    """Lay a batch's sequences side by side so the whole batch is one pass of a causal model.
+
+    Chunking by length (:func:`length_chunks`) cuts the padding but runs the model once per part,
+    and at Beauty's sizes each pass costs mostly per-op overhead. Here part p (inputs up to w
+    items) puts ``W // w`` sequences in each row of width W, one slot of w columns each; a mask
+    that lets a column see only earlier columns of its own slot, and positions restarting at each
+    slot, give every sequence the outputs it would have alone.
+    """
+    parts = length_chunks(lengths)
+    widths = [int(lengths[rows].max()) - 1 for rows in parts]
+    width = max(widths)
+    col = torch.arange(width, device=items.device)
+    inputs, positions, allowed, index, targets = [], [], [], [], []
+    first_row = 0
+    for rows, w in zip(parts, widths):
+        per_row, n = width // w, len(rows)
+        n_rows = -(-n // per_row)
+        slots = items.new_zeros(n_rows * per_row, w)
+        slots[:n] = items[rows, :w]
+        inputs.append(F.pad(slots.view(n_rows, per_row * w), (0, width - per_row * w)))
+        slot = torch.div(col, w, rounding_mode="floor")        # columns past the last slot form their own
+        positions.append((col - slot * w).expand(n_rows, width))
+        allowed.append(((slot[:, None] == slot[None, :]) & (col[None, :] <= col[:, None])).expand(n_rows, -1, -1))
+        j = torch.arange(n, device=items.device)
+        start = (first_row + j // per_row) * width + (j % per_row) * w
+        valid = col[:w] < (lengths[rows] - 1).unsqueeze(1)
+        index.append((start.unsqueeze(1) + col[:w])[valid])
+        targets.append(items[rows, 1:w + 1][valid])
+        first_row += n_rows
+    return PackedBatch(*(torch.cat(t) for t in (inputs, positions, allowed, index, targets)))
 
 
 def windows(sequences, max_len):

@@ -47,6 +47,23 @@ def sequence_output(model, item_seq, item_seq_len, time_seq=None):
     )
 
 
+def supports_packing(model):
+    """Whether :func:`packed_output` applies: RecBole's SASRec itself (subclasses may change forward)."""
+    return type(model) is SASRec
+
+
+def packed_output(model, packed):
+    """RecBole SASRec's forward over a :class:`PackedBatch`, outputs ``[R, W, d]``.
+
+    The same layers in the same order as ``SASRec.forward``; only the positions and the
+    attention mask (RecBole's additive 0 / -10000) come from the packing.
+    """
+    emb = model.item_embedding(packed.inputs) + model.position_embedding(packed.positions)
+    emb = model.dropout(model.LayerNorm(emb))
+    mask = torch.where(packed.allowed.unsqueeze(1), 0.0, -10000.0).to(emb.dtype)
+    return model.trm_encoder(emb, mask, output_all_encoded_layers=True)[-1]
+
+
 def item_vectors(model, items=None):
     """What outputs are dotted with: ``[n_items, d]`` (``items=None``) or one row per id in ``items``."""
     if hasattr(model, "item_embeddings"):

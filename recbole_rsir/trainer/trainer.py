@@ -16,8 +16,9 @@ from scipy.sparse import csr_matrix
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
-from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks
-from recbole_rsir.model.causal import sequence_output, supports_positions, time_field
+from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks, pack
+from recbole_rsir.model.causal import (packed_output, sequence_output, supports_packing, supports_positions,
+                                      time_field)
 from recbole_rsir.model.dropout import use_fast_dropout
 from recbole_rsir.model.loss import next_item_loss
 
@@ -103,9 +104,10 @@ class RSIRTrainer(Trainer):
     def position_loss(self, items, lengths, times, targets_per_batch=None):
         """Next-item loss at every position of every row (one row = a whole sequence).
 
-        The rows go through the model in parts of similar length (:func:`length_chunks`), each
-        trimmed to its longest row; the loss is then taken once over all their positions, so it
-        is the batch's own loss (negatives shared by the whole batch), only with less padding.
+        RecBole's SASRec gets the batch packed into one pass (:func:`pack`); other models get
+        one pass per part of similar length (:func:`length_chunks`), each trimmed to its longest
+        row. The loss is then taken once over all positions, so it is the batch's own loss
+        (negatives shared by the whole batch), only with less padding.
 
         Without ``targets_per_batch`` it is the mean over this batch's targets. Batches grouped
         by length hold very different numbers of targets (about 500 to 11,000 on Beauty), so a
@@ -115,18 +117,22 @@ class RSIRTrainer(Trainer):
         """
         model = self.model
         uses_time = time_field(model)
-        hidden, target = [], []
-        for rows in length_chunks(lengths):
-            width = int(lengths[rows].max())
-            part = items[rows, :width]
-            time_seq = times[rows, :width - 1] if uses_time else None
-            output = sequence_output(model, part[:, :-1], (lengths[rows] - 1).clamp(min=1), time_seq)
-            valid = part[:, 1:] > 0
-            hidden.append(output[valid])
-            target.append(part[:, 1:][valid])
-        target = torch.cat(target)
-        loss = next_item_loss(model, torch.cat(hidden), target, self.train_loss, self.neg_samples,
-                              self._neg_generator)
+        if supports_packing(model):
+            packed = pack(items, lengths)
+            output = packed_output(model, packed)
+            hidden, target = output.reshape(-1, output.shape[-1])[packed.index], packed.targets
+        else:
+            hidden, target = [], []
+            for rows in length_chunks(lengths):
+                width = int(lengths[rows].max())
+                part = items[rows, :width]
+                time_seq = times[rows, :width - 1] if uses_time else None
+                output = sequence_output(model, part[:, :-1], (lengths[rows] - 1).clamp(min=1), time_seq)
+                valid = part[:, 1:] > 0
+                hidden.append(output[valid])
+                target.append(part[:, 1:][valid])
+            hidden, target = torch.cat(hidden), torch.cat(target)
+        loss = next_item_loss(model, hidden, target, self.train_loss, self.neg_samples, self._neg_generator)
         if targets_per_batch:
             loss = loss * (len(target) / targets_per_batch)
         if hasattr(model, "auxiliary_loss"):
