@@ -48,26 +48,33 @@ def test_every_target_weighs_the_same_whatever_its_batch(tiny_data_path):
     assert not torch.allclose(per_batch_mean.sum(), whole * len(batches), atol=1e-6)
 
 
+def _varied_batch(train_data):
+    """A tiny batch whose rows are cut to lengths 2 to 12: several length parts, short rows."""
+    real = training_sequences(train_data.dataset)
+    items, lengths, times = next(iter(SequenceTrainLoader(real, 32, 20, seed=3)))
+    lengths = lengths.minimum(torch.tensor([2, 3, 5, 9, 2, 4, 12, 7]))
+    cut = torch.arange(items.shape[1]) >= lengths.unsqueeze(1)
+    return items.masked_fill(cut, 0), lengths, times.masked_fill(cut, 0.0)
+
+
+def _loss_and_grads(trainer, batch):
+    trainer.model.zero_grad()
+    torch.manual_seed(0)                   # CL4SRec's augmentations draw from torch's generator
+    loss = trainer.position_loss(*batch, targets_per_batch=40.0)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+
+
 @pytest.mark.parametrize("model_name", ["SASRec", "HSTU", "CL4SRec"])
 def test_length_chunks_give_the_loss_and_gradient_of_one_pass(tiny_data_path, monkeypatch, model_name):
     config, train_data, _, _, model, trainer = _setup(tiny_data_path, model=model_name, train_loss="full_ce")
-    real = training_sequences(train_data.dataset)
-    items, lengths, times = next(iter(SequenceTrainLoader(real, 32, 20, seed=3)))
-    lengths = lengths.minimum(torch.tensor([2, 3, 5, 9, 2, 4, 12, 7]))      # cut rows to varied lengths
-    cut = torch.arange(items.shape[1]) >= lengths.unsqueeze(1)
-    items, times = items.masked_fill(cut, 0), times.masked_fill(cut, 0.0)
-    assert len(length_chunks(lengths)) == 3
+    batch = _varied_batch(train_data)
+    assert len(length_chunks(batch[1])) == 3
+    monkeypatch.setattr(trainer_module, "supports_packing", lambda model: False)    # SASRec would pack
 
-    def loss_and_grads():
-        model.zero_grad()
-        torch.manual_seed(0)               # CL4SRec's augmentations draw from torch's generator
-        loss = trainer.position_loss(items, lengths, times, targets_per_batch=40.0)
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
-
-    loss, grads = loss_and_grads()
+    loss, grads = _loss_and_grads(trainer, batch)
     monkeypatch.setattr(trainer_module, "length_chunks", lambda lengths: [torch.arange(len(lengths))])
-    one_loss, one_grads = loss_and_grads()
+    one_loss, one_grads = _loss_and_grads(trainer, batch)
     assert torch.allclose(loss, one_loss, atol=1e-10)
     assert len(grads) == len(one_grads) > 0
     assert all(torch.allclose(g, h, atol=1e-9) for g, h in zip(grads, one_grads))
@@ -75,23 +82,14 @@ def test_length_chunks_give_the_loss_and_gradient_of_one_pass(tiny_data_path, mo
 
 def test_packed_sasrec_gives_the_loss_and_gradient_of_separate_rows(tiny_data_path, monkeypatch):
     config, train_data, _, _, model, trainer = _setup(tiny_data_path, train_loss="full_ce")
-    real = training_sequences(train_data.dataset)
-    items, lengths, times = next(iter(SequenceTrainLoader(real, 32, 20, seed=3)))
-    lengths = lengths.minimum(torch.tensor([2, 3, 5, 9, 2, 4, 12, 7]))      # cut rows to varied lengths
-    cut = torch.arange(items.shape[1]) >= lengths.unsqueeze(1)
-    items, times = items.masked_fill(cut, 0), times.masked_fill(cut, 0.0)
-    assert len(pack(items, lengths).inputs) < len(lengths)       # some rows do hold several sequences
+    batch = _varied_batch(train_data)
+    assert len(pack(*batch[:2]).inputs) < len(batch[1])         # some rows do hold several sequences
 
-    def loss_and_grads():
-        model.zero_grad()
-        loss = trainer.position_loss(items, lengths, times, targets_per_batch=40.0)
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in model.parameters()]
-
-    loss, grads = loss_and_grads()
+    loss, grads = _loss_and_grads(trainer, batch)
     monkeypatch.setattr(trainer_module, "supports_packing", lambda model: False)
-    chunked_loss, chunked_grads = loss_and_grads()
+    chunked_loss, chunked_grads = _loss_and_grads(trainer, batch)
     assert torch.allclose(loss, chunked_loss, atol=1e-10)
+    assert len(grads) == len(chunked_grads) > 0
     assert all(torch.allclose(g, h, atol=1e-9) for g, h in zip(grads, chunked_grads))
 
 
