@@ -61,6 +61,7 @@ def as_lists(result):
 
 def assert_same(a, b):
     assert as_lists(a) == as_lists(b)
+    assert a.counts == b.counts
 
 
 # ---- (a) the fast generator is the reference -------------------------------------------
@@ -373,3 +374,14 @@ def test_pool_runs_out_on_a_tiny_catalogue(tmp_path):
 def test_no_seeds(trained):
     result = generate(trained["model"], SequenceSet.empty(), trained["settings"], SEED)
     assert len(result.sequences) == 0 and result.n_slots == 0
+
+
+@pytest.mark.parametrize("p, fidelity", [(0.0, True), (1.0, True), (0.5, False)])
+def test_step_counts_follow_the_settings(trained, p, fidelity):
+    settings = dataclasses.replace(trained["settings"], p=p, fidelity=fidelity)
+    counts = generate(trained["model"], trained["seeds"], settings, SEED).counts
+    assert counts.history_picks + counts.catalogue_picks > 0
+    assert (counts.history_picks == 0) == (p == 0.0)
+    assert (counts.catalogue_picks == 0) == (p == 1.0)
+    assert (counts.fidelity_tests > 0) == fidelity
+    assert 0 <= counts.fidelity_failures <= counts.fidelity_tests

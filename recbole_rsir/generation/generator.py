@@ -32,7 +32,8 @@ import torch
 from tqdm import tqdm
 
 from recbole_rsir.generation.cache import HSTUCache, KVCache
-from recbole_rsir.generation.rules import accept, draw_randomness, pick_from_top, prefix_lengths, time_gap
+from recbole_rsir.generation.rules import (StepCounts, accept, draw_randomness, pick_from_top, prefix_lengths,
+                                          time_gap)
 from recbole_rsir.model.causal import item_logits, sequence_output, time_field
 
 
@@ -265,7 +266,7 @@ def generate(model, seeds, settings, seed, show_progress=False):
     capacity = min(settings.batch_size, n_slots)
     decoder = decoder_for(model, capacity)
 
-    sequences, times = [None] * n_slots, [None] * n_slots
+    sequences, times, counts = [None] * n_slots, [None] * n_slots, StepCounts()
     batch, hidden, next_slot = source.rows(0, 0), None, 0
     progress = tqdm(total=n_slots, desc="generate", ncols=100, leave=False, disable=not show_progress)
     while next_slot < n_slots or len(batch):
@@ -291,6 +292,8 @@ def generate(model, seeds, settings, seed, show_progress=False):
             remaining = ~batch.used
             passes = ((scores.history >= scores.tau_th.unsqueeze(1)) & remaining).any(1)
             failed = remaining.any(1) & ~passes
+            counts.fidelity_tests += int(remaining.any(1).sum())
+            counts.fidelity_failures += int(failed.sum())
             kept -= (failed & (batch.length > batch.prefix)).long()  # withdraw the last item
             finished |= ~remaining.any(1) | failed
         finished |= (batch.length >= max_len) | (pool_size == 0)
@@ -313,9 +316,12 @@ def generate(model, seeds, settings, seed, show_progress=False):
             continue
         top, top_items = pool_top(scores.select(go), batch, from_history, settings.topk)
         choice = pick(top, pick_u[batch.slot, step], pool_size, settings.topk)
+        n_history = int(from_history.sum())
+        counts.history_picks += n_history
+        counts.catalogue_picks += len(batch) - n_history
         batch.append(top_items.gather(1, choice.unsqueeze(1)).squeeze(1))
         hidden = decoder.extend(batch)
     progress.close()
 
     users = np.repeat(seeds.users, settings.m).tolist()
-    return accept(sequences, times, users, prefix.tolist(), settings)
+    return accept(sequences, times, users, prefix.tolist(), settings, counts)

@@ -10,7 +10,7 @@ import torch
 from recbole.data.interaction import Interaction
 from tqdm import tqdm
 
-from recbole_rsir.generation.rules import accept, draw_randomness, pick_from_top, prefix_lengths, time_gap
+from recbole_rsir.generation.rules import StepCounts, accept, draw_randomness, pick_from_top, prefix_lengths, time_gap
 from recbole_rsir.model.causal import time_field
 
 
@@ -36,8 +36,9 @@ def passes_fidelity(scores, remaining, tau):
     return False
 
 
-def generate_one(model, seed_items, seed_times, n_prefix, pool_u, pick_u, settings):
-    """One synthetic sequence (items, times) grown from ``seed_items[:n_prefix]``."""
+def generate_one(model, seed_items, seed_times, n_prefix, pool_u, pick_u, settings, counts):
+    """One synthetic sequence (items, times) grown from ``seed_items[:n_prefix]``; its steps
+    are added to ``counts``."""
     history = set(seed_items)
     context = list(seed_items[:n_prefix])
     times = list(seed_times[:n_prefix])
@@ -49,14 +50,17 @@ def generate_one(model, seed_items, seed_times, n_prefix, pool_u, pick_u, settin
             remaining = history - set(context)
             if not remaining:
                 break
+            counts.fidelity_tests += 1
             if not passes_fidelity(scores, remaining, settings.tau):
+                counts.fidelity_failures += 1
                 if len(context) > n_prefix:
                     context.pop()
                     times.pop()
                 break
         if len(context) >= settings.max_len:
             break
-        if pool_u[step] < settings.p:
+        from_history = bool(pool_u[step] < settings.p)
+        if from_history:
             pool = history - set(context)
         else:
             pool = set(range(1, len(scores))) - set(context)
@@ -69,6 +73,8 @@ def generate_one(model, seed_items, seed_times, n_prefix, pool_u, pick_u, settin
         choice = top_items[pick_from_top(top_scores, pick_u[step])].item()
         context.append(choice)
         times.append(times[-1] + gap)
+        counts.history_picks += from_history
+        counts.catalogue_picks += not from_history
         step += 1
     return context, times
 
@@ -79,12 +85,12 @@ def generate_reference(model, seeds, settings, seed, show_progress=False):
     n_slots = len(seeds) * settings.m
     draws = draw_randomness(n_slots, settings.max_len, seed)
     prefix = prefix_lengths(seeds.lengths, settings, draws)
-    sequences, times, users = [], [], []
+    sequences, times, users, counts = [], [], [], StepCounts()
     for q in tqdm(range(n_slots), desc="Generate (reference)", ncols=100, disable=not show_progress):
         s = q // settings.m
         items, ts = generate_one(model, seeds[s].tolist(), seeds.times(s).tolist(), int(prefix[q]),
-                                 draws.pool[q], draws.pick[q], settings)
+                                 draws.pool[q], draws.pick[q], settings, counts)
         sequences.append(items)
         times.append(ts)
         users.append(int(seeds.users[s]))
-    return accept(sequences, times, users, prefix.tolist(), settings)
+    return accept(sequences, times, users, prefix.tolist(), settings, counts)

@@ -4,7 +4,7 @@ Settings come from the RecBole config; all randomness is drawn up front from one
 generator, indexed by (sequence slot, step), so the output does not depend on batch size,
 on decoding order, or on whether fidelity is on (a step uses the same draw either way).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -37,9 +37,22 @@ class GenerationSettings:
 
 
 @dataclass
+class StepCounts:
+    """What the steps of all attempted slots did, accepted or not: the study's statistics."""
+    fidelity_tests: int = 0      # steps at which the fidelity test ran
+    fidelity_failures: int = 0   # tests failed (each ends its slot)
+    history_picks: int = 0       # items picked from the seed's own history
+    catalogue_picks: int = 0     # items picked from the catalogue
+
+    def as_dict(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
 class GenerationResult:
     sequences: SequenceSet   # accepted synthetic sequences
     n_slots: int             # sequences attempted (seeds x m)
+    counts: StepCounts = field(default_factory=StepCounts)
 
     @property
     def acceptance_rate(self):
@@ -48,6 +61,18 @@ class GenerationResult:
     @property
     def mean_length(self):
         return float(self.sequences.lengths.mean()) if len(self.sequences) else 0.0
+
+    def stats(self):
+        """Counts and rates of this generation, JSON-ready."""
+        c = self.counts
+        picks = c.history_picks + c.catalogue_picks
+        return {"n_attempted": self.n_slots, "n_accepted": len(self.sequences),
+                "acceptance_rate": self.acceptance_rate, "mean_length": self.mean_length,
+                "n_interactions": int(self.sequences.lengths.sum()),
+                "length_histogram": np.bincount(self.sequences.lengths).tolist() if len(self.sequences) else [],
+                **c.as_dict(),
+                "fidelity_failure_rate": c.fidelity_failures / c.fidelity_tests if c.fidelity_tests else 0.0,
+                "history_pick_share": c.history_picks / picks if picks else 0.0}
 
 
 @dataclass
@@ -95,7 +120,7 @@ def time_gap(seed_times):
     return float(np.median(np.diff(seed_times))) if len(seed_times) > 1 else 0.0
 
 
-def accept(slot_sequences, slot_times, slot_users, prefix_len, settings):
+def accept(slot_sequences, slot_times, slot_users, prefix_len, settings, counts=None):
     """Keep sequences with at least one generated item and >= min_len items; drop duplicates.
 
     Slots are visited in order and the first copy of a sequence wins.
@@ -111,4 +136,5 @@ def accept(slot_sequences, slot_times, slot_users, prefix_len, settings):
         kept.append(seq)
         times.append(ts)
         users.append(user)
-    return GenerationResult(SequenceSet.from_lists(kept, times, users), len(slot_sequences))
+    return GenerationResult(SequenceSet.from_lists(kept, times, users), len(slot_sequences),
+                            counts or StepCounts())

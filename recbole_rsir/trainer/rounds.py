@@ -47,6 +47,9 @@ class RoundResult:
     test: dict
     best_epoch: int = -1
     generation: dict = field(default_factory=dict)   # this round's new sequences: counts, rates
+    n_extra_sequences: int = 0                       # fixed extra training sequences (baselines)
+    n_interactions: int = 0                          # items in all training sequences of the round
+    protocols: dict = field(default_factory=dict)    # {protocol: {"valid": ..., "test": ...}}
 
     def as_dict(self):
         return asdict(self)
@@ -64,7 +67,9 @@ class RSIRRounds:
     """
 
     def __init__(self, config, train_data, valid_data, test_data, trainer_class=RSIRTrainer,
-                 show_progress=None, on_round_end=None):
+                 show_progress=None, on_round_end=None, extra=None):
+        """``extra``: a SequenceSet added to the training data of every round and never used as
+        a seed (an offline augmentation baseline, another model's synthetic sequences)."""
         if not issubclass(trainer_class, RSIRTrainer):
             raise ConfigError(f"RSIR rounds need RSIRTrainer or a subclass of it, not {trainer_class.__name__} "
                               f"(RSIRTrainer is RecBole's Trainer plus the all-position path and safe checkpoints)")
@@ -81,6 +86,7 @@ class RSIRRounds:
         self.settings = GenerationSettings.from_config(config)
         self.real = training_sequences(train_data.dataset)
         self.synthetic = SequenceSet.empty()
+        self.extra = extra if extra is not None else SequenceSet.empty()
         self.results = []
 
     # ---- the pieces of one round ------------------------------------------------------
@@ -95,14 +101,24 @@ class RSIRRounds:
         trainer = self.trainer_class(self.config, model)
         trainer.saved_model_file = self.store.checkpoint(round_index)
         trainer.round_index = round_index
-        if self.config["exclude_history_items"]:
-            valid_targets = eval_targets(self.valid_data.dataset)
-            train_items = {int(u): self.real[i].tolist() for i, u in enumerate(self.real.users)}
-            trainer.set_eval_history(self.valid_data.dataset, train_items)
-            trainer.set_eval_history(self.test_data.dataset, {
-                u: items + [valid_targets[u]] if u in valid_targets else items
-                for u, items in train_items.items()})
+        valid_targets = eval_targets(self.valid_data.dataset)
+        train_items = {int(u): self.real[i].tolist() for i, u in enumerate(self.real.users)}
+        trainer.set_eval_history(self.valid_data.dataset, train_items)
+        trainer.set_eval_history(self.test_data.dataset, {
+            u: items + [valid_targets[u]] if u in valid_targets else items
+            for u, items in train_items.items()})
         return trainer
+
+    def evaluate(self, trainer):
+        """Valid and test metrics under both protocols: RecBole's (a user's earlier items stay
+        in the ranking) and the RSIR reference code's (they are masked)."""
+        protocols = {}
+        for name, exclude in (("recbole", False), ("exclude_history", True)):
+            trainer.exclude_history = exclude
+            protocols[name] = {split: _plain(trainer.evaluate(data, load_best_model=False, show_progress=False))
+                               for split, data in (("valid", self.valid_data), ("test", self.test_data))}
+        trainer.exclude_history = self.config["exclude_history_items"]
+        return protocols
 
     def train(self, model, round_index):
         """Train to early stopping on validation; return the trainer holding the best weights."""
@@ -112,7 +128,7 @@ class RSIRRounds:
             trainer.resume_checkpoint(checkpoint)
             self.logger.info(set_color(f"round {round_index}", "green") +
                              f" resumes after epoch {trainer.best_epoch} from {checkpoint}")
-        loader = training_loader(self.config, self.train_data, self.real, self.synthetic)
+        loader = training_loader(self.config, self.train_data, self.real, self.extra.concat(self.synthetic))
         trainer.fit(loader, self.valid_data, saved=True, show_progress=self.show_progress,
                     verbose=self.config["state"].upper() in ("INFO", "DEBUG"),
                     callback_fn=lambda epoch, score: fault_point(f"train:{round_index}:{epoch}"))
@@ -138,10 +154,7 @@ class RSIRRounds:
         name = f"{self.config['dataset']}-rsir-round{round_index}"
         path = os.path.join(self.store.output_dir, name, f"{name}.inter")
         write_synthetic(path, self.train_data.dataset, result.sequences, round_index)
-        stats = {"n_attempted": result.n_slots, "n_accepted": len(result.sequences),
-                 "acceptance_rate": result.acceptance_rate, "mean_length": result.mean_length,
-                 "atomic_file": path}
-        return result.sequences, stats, seconds
+        return result.sequences, {**result.stats(), "atomic_file": path}, seconds
 
     def resume(self):
         """Reload finished rounds; return the last one's best model, or None."""
@@ -171,12 +184,14 @@ class RSIRRounds:
             self.synthetic = self.synthetic.concat(new)
             round_model = model if (k == 0 and model is not None) else self.new_model(k, previous)
             trainer, train_seconds = self.train(round_model, k)
-            valid = trainer.evaluate(self.valid_data, load_best_model=False, show_progress=False)
-            test = trainer.evaluate(self.test_data, load_best_model=False, show_progress=False)
+            protocols = self.evaluate(trainer)
+            own = protocols["exclude_history" if self.config["exclude_history_items"] else "recbole"]
+            n_items = sum(int(s.lengths.sum()) for s in (self.real, self.extra, self.synthetic))
             result = RoundResult(
                 round=k, n_real_sequences=len(self.real), n_synthetic_sequences=len(self.synthetic),
                 generate_seconds=gen_seconds, train_seconds=train_seconds,
-                valid=_plain(valid), test=_plain(test), best_epoch=trainer.best_epoch, generation=gen_stats)
+                valid=own["valid"], test=own["test"], best_epoch=trainer.best_epoch, generation=gen_stats,
+                n_extra_sequences=len(self.extra), n_interactions=n_items, protocols=protocols)
             self.store.commit(k, result.as_dict(), new)
             self.results.append(result)
             self.logger.info(set_color(f"round {k}", "green") + f" test: {result.test}")
