@@ -49,6 +49,7 @@ class RoundResult:
     generation: dict = field(default_factory=dict)   # this round's new sequences: counts, rates
     n_extra_sequences: int = 0                       # fixed extra training sequences (baselines)
     n_interactions: int = 0                          # items in all training sequences of the round
+    n_items: int = 0                                 # catalogue size (padding excluded)
     protocols: dict = field(default_factory=dict)    # {protocol: {"valid": ..., "test": ...}}
 
     def as_dict(self):
@@ -186,12 +187,13 @@ class RSIRRounds:
             trainer, train_seconds = self.train(round_model, k)
             protocols = self.evaluate(trainer)
             own = protocols["exclude_history" if self.config["exclude_history_items"] else "recbole"]
-            n_items = sum(int(s.lengths.sum()) for s in (self.real, self.extra, self.synthetic))
+            n_interactions = sum(int(s.lengths.sum()) for s in (self.real, self.extra, self.synthetic))
             result = RoundResult(
                 round=k, n_real_sequences=len(self.real), n_synthetic_sequences=len(self.synthetic),
                 generate_seconds=gen_seconds, train_seconds=train_seconds,
                 valid=own["valid"], test=own["test"], best_epoch=trainer.best_epoch, generation=gen_stats,
-                n_extra_sequences=len(self.extra), n_interactions=n_items, protocols=protocols)
+                n_extra_sequences=len(self.extra), n_interactions=n_interactions,
+                n_items=self.train_data.dataset.item_num - 1, protocols=protocols)
             self.store.commit(k, result.as_dict(), new)
             self.results.append(result)
             self.logger.info(set_color(f"round {k}", "green") + f" test: {result.test}")
