@@ -193,6 +193,11 @@ def _plt():
     return plt
 
 
+def _legend(ax, **kwargs):
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def plot_collapse(runs, model, n_rounds, path):
     plt = _plt()
     fig, axes = plt.subplots(1, len(PROTOCOLS), figsize=(10, 4), sharex=True)
@@ -212,7 +217,7 @@ def plot_collapse(runs, model, n_rounds, path):
         ax.set_xticks(range(n_rounds + 1))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{model} test Recall@10 (mean ± sd)")
-    axes[0].legend()
+    _legend(axes[0])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -239,7 +244,7 @@ def plot_training_set(runs, model, n_rounds, path):
     for ax in axes:
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    _legend(axes[0])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -263,7 +268,7 @@ def plot_lengths(runs, model, n_rounds, path):
     ax.set_xlabel("accepted sequence length")
     ax.set_ylabel("share of accepted sequences")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -109,8 +109,8 @@ def measured_seconds(out, runs):
 def estimate(run, seconds):
     """Estimated seconds of a pending run, or None where nothing like it was measured yet."""
     first = 0.0 if run.round0_from else seconds.get((run.dataset, run.model, _family(run), False))
-    later = seconds.get((run.dataset, run.model, _family(run), True), first if run.rounds else 0.0)
-    if first is None or (run.rounds and later is None):
+    later = seconds.get((run.dataset, run.model, _family(run), True)) if run.rounds else 0.0
+    if first is None or later is None:
         return None
     return first + run.rounds * later
 
