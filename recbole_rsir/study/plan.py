@@ -61,7 +61,7 @@ def _arm_runs(dataset, model, seed, rounds, arm, first_seed, files):
         return [run("w2s-small", rounds=0, overrides=dict(SMALL_MODEL)),
                 run("w2s", rounds=0, extra="w2s", needs=("w2s-small",))]
     if arm == "strong":
-        return [run("strong", rounds=rounds, config_files=(STRONG_PRESET,))]
+        return [run("strong", rounds=rounds, config_files=(os.path.relpath(STRONG_PRESET),))]
     if arm == "sweep":
         if seed != first_seed:
             return []

@@ -59,7 +59,7 @@ def parse_args(argv):
     for name in args.datasets:
         if name not in BUNDLED and not os.path.isfile(os.path.join("dataset", name, f"{name}.inter")):
             raise StudyError(f"unknown dataset {name!r}; bundled: {', '.join(BUNDLED)}")
-    args.config_files = tuple(os.path.abspath(p) for p in args.config_files.split())
+    args.config_files = tuple(os.path.relpath(p) for p in args.config_files.split())  # results carry no machine path
     for path in args.config_files:
         if not os.path.isfile(path):
             raise StudyError(f"config file {path} does not exist")
