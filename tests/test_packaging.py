@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def wheel(tmp_path_factory):
     """A wheel built from a copy of the checkout (an in-tree build would reuse stale build/ files)."""
     src = tmp_path_factory.mktemp("src") / "repo"
-    local = {".git", ".venv", "build", "recbole_rsir.egg-info", ".benchmarks", "dataset", "saved", "log",
+    local = {".git", ".venv", ".venv-wheel", "build", "recbole_rsir.egg-info", ".benchmarks", "dataset", "saved", "log",
              "rsir_output"}
     shutil.copytree(ROOT, src, ignore=lambda folder, names: local & set(names) if folder == ROOT else ())
     out = tmp_path_factory.mktemp("dist")
