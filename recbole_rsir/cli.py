@@ -1,8 +1,8 @@
 """Run RSIR on a RecBole dataset: ``rsir --model=SASRec --dataset=amazon-beauty``.
 
 Any RecBole or RSIR config key can follow as ``--key=value``; ``--config_files`` takes
-space-separated yaml files, as in RecBole's run_recbole.py. Bad input exits with 2 and a
-non-finite training loss with 3, each after one line on stderr.
+space-separated yaml files, as in RecBole's run_recbole.py. Bad input and a non-finite
+training loss each stop with one line on stderr and an exit code of their own.
 """
 import argparse
 import sys
