@@ -1,0 +1,17 @@
+"""``python -m recbole_rsir.schema --yaml`` / ``--markdown``: the files rendered from the schema."""
+import argparse
+
+from recbole_rsir.schema import render_markdown, render_yaml
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Render the key schema.")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--yaml", action="store_true", help="properties/overall.yaml")
+    what.add_argument("--markdown", action="store_true", help="the README's key tables")
+    args = parser.parse_args(argv)
+    print(render_yaml() if args.yaml else render_markdown(), end="")
+
+
+if __name__ == "__main__":
+    main()
