@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 import torch
 from recbole.data import create_dataset, data_preparation
-from recbole.model.sequential_recommender import SASRec
 from recbole.utils import init_seed
 
 import recbole_rsir  # noqa: F401  (RecBole workarounds first)
@@ -36,6 +35,7 @@ from recbole_rsir.data.sequences import SequenceSet, training_sequences
 from recbole_rsir.generation.generator import generate
 from recbole_rsir.generation.reference import generate_reference
 from recbole_rsir.generation.rules import GenerationSettings
+from recbole_rsir.model.sequential_recommender import SASRec
 from recbole_rsir.trainer.trainer import RSIRTrainer
 
 CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache")

@@ -15,7 +15,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_rsir.errors import ConfigError
-from recbole_rsir.model.causal import supports_positions
+from recbole_rsir.model.backbone import is_backbone
 from recbole_rsir.utils import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties")
@@ -134,9 +134,11 @@ def validate(config):
         _check(isinstance(config[key], bool), f"{key} must be true or false, got {config[key]!r}")
     _check(config["rsir_mode"] in ("scratch", "finetune"),
            f"rsir_mode must be 'scratch' or 'finetune', got {config['rsir_mode']!r}")
-    _check(config["train_path"] in ("all_positions", "recbole"),
-           f"train_path must be 'all_positions' or 'recbole', got {config['train_path']!r}")
-    _check(config["train_path"] == "recbole" or supports_positions(config.model_class),
+    _check(config["train_path"] in ("auto", "all_positions", "recbole"),
+           f"train_path must be 'auto', 'all_positions' or 'recbole', got {config['train_path']!r}")
+    if config["train_path"] == "auto":
+        config["train_path"] = "all_positions" if is_backbone(config.model_class) else "recbole"
+    _check(config["train_path"] == "recbole" or is_backbone(config.model_class),
            f"{config['model']} cannot give per-position outputs; pass --train_path=recbole")
     _check(config["train_loss"] in ("full_ce", "sampled_softmax"),
            f"train_loss must be 'full_ce' or 'sampled_softmax', got {config['train_loss']!r}")

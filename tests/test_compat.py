@@ -84,9 +84,10 @@ def test_fused_gelu_equals_recboles_formula():
 
 
 def test_get_model_finds_recbole_models_and_rejects_unknown():
-    from recbole.model.sequential_recommender import SASRec
+    from recbole.model.sequential_recommender import BERT4Rec, SASRec
 
-    assert get_model("SASRec") is SASRec
+    assert get_model("BERT4Rec") is BERT4Rec
+    assert issubclass(get_model("SASRec"), SASRec)      # this package's registered subclass
     try:
         get_model("NoSuchRec")
     except UnknownModelError as err:
