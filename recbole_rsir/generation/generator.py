@@ -145,7 +145,7 @@ def merge_top(values, items, new_values, new_items, k):
     return top, torch.cat([items, new_items], dim=1).gather(1, index)
 
 
-def score_catalogue(model, decoder, hidden, batch, settings, catalogue):
+def score_catalogue(decoder, hidden, batch, settings, catalogue):
     """Scores of the catalogue given each row's context (``decoder.scores`` of its ``hidden``
     output), reduced to what the step needs.
 
@@ -160,7 +160,7 @@ def score_catalogue(model, decoder, hidden, batch, settings, catalogue):
     lists are merged: memory holds [contexts, chunk] scores, never [N, n_items]. Scores
     are float32, as the reference's.
     """
-    n_items = model.n_items
+    model, n_items = decoder.model, decoder.n_items
     width = int(batch.length.max())
     key = batch.context[:, :width]
     if time_field(model):
@@ -244,14 +244,14 @@ def generate(model, seeds, settings, seed, show_progress=False):
     Same result as ``generate_reference(model, seeds, settings, seed)``.
     """
     model.eval()
-    device, n_items, max_len = model.device, model.n_items, settings.max_len
+    device, max_len = model.device, settings.max_len
     n_slots = len(seeds) * settings.m
+    decoder = decoder_for(model, min(settings.batch_size, n_slots))
+    n_items = decoder.n_items
     draws = draw_randomness(n_slots, max_len, seed)
     prefix = prefix_lengths(seeds.lengths, settings, draws)
     pool_u, pick_u = draws.pool.to(device), draws.pick.to(device)
     source = SlotSource(seeds, prefix, settings, n_items, device)
-    capacity = min(settings.batch_size, n_slots)
-    decoder = decoder_for(model, capacity)
 
     sequences, times, counts = [None] * n_slots, [None] * n_slots, StepCounts()
     batch, hidden, next_slot = source.rows(0, 0), None, 0
@@ -270,7 +270,7 @@ def generate(model, seeds, settings, seed, show_progress=False):
         step = (batch.length - batch.prefix).clamp(max=max_len - 1)
         from_history = pool_u[batch.slot, step] < settings.p
         pool_size = torch.where(from_history, (~batch.used).sum(1), n_items - 1 - batch.distinct)
-        scores = score_catalogue(model, decoder, hidden, batch, settings, catalogue=bool((~from_history).any()))
+        scores = score_catalogue(decoder, hidden, batch, settings, catalogue=bool((~from_history).any()))
 
         # fidelity: some real item not yet used ranks within the top tau, or the slot ends
         finished = torch.zeros(len(batch), dtype=torch.bool, device=device)

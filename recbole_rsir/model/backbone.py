@@ -103,6 +103,7 @@ class Cache:
 
     def __init__(self, model):
         self.model = model
+        self.n_items = model.n_items          # items scored, padding included
         self.reads_time = time_field(model) is not None
 
     def start(self, rows):
