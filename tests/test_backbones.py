@@ -14,6 +14,7 @@ SMALL = {
     "SASRec": {},
     "CL4SRec": {},
     "HSTU": {"n_layers": 2, "n_heads": 2, "attention_dim": 4, "linear_dim": 4, "hidden_size": 8},
+    "GRU4Rec": {},
 }
 
 
@@ -23,7 +24,8 @@ def _build(path, model_name, **overrides):
 
 
 @pytest.mark.parametrize("model_name, train_loss", [("SASRec", "full_ce"), ("CL4SRec", "full_ce"),
-                                                    ("HSTU", "full_ce"), ("HSTU", "sampled_softmax")])
+                                                    ("HSTU", "full_ce"), ("HSTU", "sampled_softmax"),
+                                                    ("GRU4Rec", "full_ce")])
 def test_loss_falls(tiny_data_path, model_name, train_loss):
     torch.manual_seed(0)
     _, model, train, _, _ = _build(tiny_data_path, model_name, train_loss=train_loss, train_neg_samples=16,
@@ -65,9 +67,10 @@ def test_recbole_trainer_fits_and_evaluates(tiny_data_path, model_name):
 
 @pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
 def test_registered_recbole_models_are_recboles_own(tiny_data_path, model_name):
-    """Same parameters and state_dict keys as RecBole's class, so its checkpoints load; same scores,
-    to the bit, in evaluation and in training mode (dropout drawn in the same order)."""
-    config, _, train, _, _ = build_tiny(tiny_data_path, model=model_name)
+    """Same parameters and state_dict keys as RecBole's class, so its checkpoints load; same scores
+    and gradients, to the bit, in evaluation and in training mode (dropout drawn in the same order)."""
+    config, _, train, _, _ = build_tiny(tiny_data_path, model=model_name, n_layers=2, num_layers=2, n_heads=2,
+                                        hidden_size=32, inner_size=64)
     recbole_class = getattr(recbole_seq, model_name)
     ours_class = get_model(model_name)
     assert ours_class is not recbole_class and issubclass(ours_class, recbole_class) and is_backbone(ours_class)
@@ -81,3 +84,7 @@ def test_registered_recbole_models_are_recboles_own(tiny_data_path, model_name):
         expected = theirs.full_sort_predict(batch)
         torch.manual_seed(3)
         assert torch.equal(ours.full_sort_predict(batch), expected)
+    for model in (theirs, ours):
+        torch.manual_seed(4)
+        model.calculate_loss(batch).backward()
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours.parameters(), theirs.parameters()))

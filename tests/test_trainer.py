@@ -25,8 +25,10 @@ def _setup(tiny_data_path, **overrides):
     return config, train_data, valid_data, test_data, model, RSIRTrainer(config, model)
 
 
-def test_all_position_loss_equals_recbole_loss_over_all_prefixes(tiny_data_path):
-    config, train_data, _, _, model, trainer = _setup(tiny_data_path, MAX_ITEM_LIST_LENGTH=50, train_loss="full_ce")
+@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
+def test_all_position_loss_equals_recbole_loss_over_all_prefixes(tiny_data_path, model_name):
+    config, train_data, _, _, model, trainer = _setup(tiny_data_path, model=model_name, MAX_ITEM_LIST_LENGTH=50,
+                                                      train_loss="full_ce")
     real = training_sequences(train_data.dataset)
     loader = SequenceTrainLoader(real, batch_size=len(real), max_len=50, seed=0)
     items, lengths, times = next(iter(loader))
@@ -68,7 +70,7 @@ def _loss_and_grads(trainer, batch):
     return loss.detach(), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
 
 
-@pytest.mark.parametrize("model_name", ["SASRec", "HSTU", "CL4SRec"])
+@pytest.mark.parametrize("model_name", ["SASRec", "HSTU", "CL4SRec", "GRU4Rec"])
 def test_length_chunks_give_the_loss_and_gradient_of_one_pass(tiny_data_path, monkeypatch, model_name):
     config, train_data, _, _, model, trainer = _setup(tiny_data_path, model=model_name, train_loss="full_ce")
     batch = _varied_batch(train_data)

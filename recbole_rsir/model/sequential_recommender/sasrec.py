@@ -25,13 +25,19 @@ def split_heads(attention, x):
     return attention.transpose_for_scores(x).permute(0, 2, 1, 3)
 
 
-def transformer_layer(layer, hidden, keys, values, mask):
+def transformer_layer(layer, hidden, mask, keys=None, values=None):
     """RecBole's ``TransformerLayer`` for queries at ``hidden [N, T, d]`` against ``keys`` and
     ``values [N, H, K, d_head]`` with additive ``mask [N, 1, T, K]``: post-LN attention
     ``LayerNorm(Dropout(dense(Dropout(softmax(q k^T / sqrt(d_head) + mask)) v)) + hidden)``,
-    then its FeedForward."""
+    then its FeedForward. Without keys and values the positions of ``hidden`` attend to each
+    other (a full pass); theirs are then projected after the queries, as RecBole projects them,
+    so that gradients are summed in RecBole's order too."""
     attention = layer.multi_head_attention
-    scores = torch.matmul(split_heads(attention, attention.query(hidden)), keys.transpose(-1, -2))
+    query = split_heads(attention, attention.query(hidden))
+    if keys is None:
+        keys = split_heads(attention, attention.key(hidden))
+        values = split_heads(attention, attention.value(hidden))
+    scores = torch.matmul(query, keys.transpose(-1, -2))
     scores = scores / attention.sqrt_attention_head_size
     scores = scores + mask
     probs = attention.attn_dropout(attention.softmax(scores))
@@ -71,7 +77,7 @@ class SASRecCache(RowCache):
             attention = layer.multi_head_attention
             keys[row_index, :, positions] = attention.transpose_for_scores(attention.key(hidden))
             values[row_index, :, positions] = attention.transpose_for_scores(attention.value(hidden))
-            hidden = transformer_layer(layer, hidden, keys[slots, :, :width], values[slots, :, :width], mask)
+            hidden = transformer_layer(layer, hidden, mask, keys[slots, :, :width], values[slots, :, :width])
         return hidden
 
 
@@ -90,10 +96,7 @@ class SASRec(RecBoleSASRec, Backbone):
     def encode(self, hidden, mask):
         """Every layer over ``hidden [N, T, d]``, each position attending to the whole row under ``mask``."""
         for layer in self.trm_encoder.layer:
-            attention = layer.multi_head_attention
-            keys = split_heads(attention, attention.key(hidden))
-            values = split_heads(attention, attention.value(hidden))
-            hidden = transformer_layer(layer, hidden, keys, values, mask)
+            hidden = transformer_layer(layer, hidden, mask)
         return hidden
 
     def sequence_output(self, item_seq, item_seq_len, time_seq=None):
