@@ -37,8 +37,12 @@ def build_config(model=None, dataset=None, config_file_list=None, config_dict=No
     return config
 
 
-def run_rsir(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=()):
-    """Train the base model, run ``rsir_rounds`` RSIR rounds, write and return the results."""
+def run_rsir(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=(), extra=None):
+    """Train the base model, run ``rsir_rounds`` RSIR rounds, write and return the results.
+
+    ``extra(config, train_data) -> SequenceSet``, if given, makes fixed extra training
+    sequences for every round (a study's augmentation or weak-to-strong arm).
+    """
     config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
     output_dir = config["rsir_output_dir"]
     init_seed(config["seed"], config["reproducibility"])
@@ -57,7 +61,8 @@ def run_rsir(model=None, dataset=None, config_file_list=None, config_dict=None, 
         records.append(result.as_dict())
         write_results(config, records, results_path)
 
-    RSIRRounds(config, train_data, valid_data, test_data, on_round_end=save_round).run()
+    RSIRRounds(config, train_data, valid_data, test_data, on_round_end=save_round,
+               extra=extra(config, train_data) if extra else None).run()
     table = results_table(records)
     logger.info("\n" + table)
     print(set_color("RSIR results (test set)", "yellow"))

@@ -189,12 +189,13 @@ class RSIRRounds:
             trainer, best_epoch, train_seconds = self.train(round_model, k)
             protocols = self.evaluate(trainer)
             own = protocols[self.protocol]
-            n_items = sum(int(s.lengths.sum()) for s in (self.real, self.extra, self.synthetic))
+            n_interactions = sum(int(s.lengths.sum()) for s in (self.real, self.extra, self.synthetic))
             result = RoundResult(
                 round=k, n_real_sequences=len(self.real), n_synthetic_sequences=len(self.synthetic),
                 generate_seconds=gen_seconds, train_seconds=train_seconds,
                 valid=own["valid"], test=own["test"], best_epoch=best_epoch, generation=gen_stats,
-                n_extra_sequences=len(self.extra), n_interactions=n_items, protocols=protocols)
+                n_extra_sequences=len(self.extra), n_interactions=n_interactions,
+                n_items=self.train_data.dataset.item_num - 1, protocols=protocols)
             self.store.commit(k, result.as_dict(), new, trainer.model.state_dict())
             self.results.append(result)
             self.logger.info(set_color(f"round {k}", "green") + f" test: {result.test}")

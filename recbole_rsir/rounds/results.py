@@ -22,6 +22,7 @@ class RoundResult:
     generation: dict = field(default_factory=dict)   # this round's new sequences: counts, rates
     n_extra_sequences: int = 0                       # fixed extra training sequences (baselines)
     n_interactions: int = 0                          # items in all training sequences of the round
+    n_items: int = 0                                 # catalogue size (padding excluded)
     protocols: dict = field(default_factory=dict)    # {protocol: {"valid": ..., "test": ...}}
 
     def as_dict(self):

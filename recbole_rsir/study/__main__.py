@@ -1,0 +1,5 @@
+import sys
+
+from recbole_rsir.study.runner import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""What a study runs: its arms, expanded into runs with their settings and dependencies.
+
+A *run* is one RSIR invocation (one output folder): ``rsir_rounds`` rounds on top of a
+round 0. An *arm* is what the report compares; several arms come from one run (the
+``rsir`` run gives the base, round 0, and RSIR rounds 1..R). Runs that differ from
+``rsir`` only in what happens after round 0 reuse its round 0 instead of training it again.
+"""
+import os
+from dataclasses import asdict, dataclass, field
+
+from recbole_rsir.config import PROPERTIES_DIR
+from recbole_rsir.study.augment import OPERATORS
+
+STRONG_PRESET = os.path.join(PROPERTIES_DIR, "preset", "sasrec-strong.yaml")
+SMALL_MODEL = {"n_layers": 1, "hidden_size": 32, "inner_size": 128}
+"""The weak-to-strong arm's generator: the same family, one layer of width 32."""
+
+SWEEP_TAU = (1, 5, 10, 20, 50, 100)
+SWEEP_P = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+ARMS = ("rsir", "nofid", "ft", "aug", "w2s", "strong", "sweep")
+"""``--arms`` choices: ``aug`` stands for the five augmentation operators."""
+
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    model: str
+    arm: str                                   # e.g. rsir, nofid, aug-crop, sweep-tau5-p0.25
+    seed: int
+    rounds: int                                # rsir_rounds
+    overrides: dict = field(default_factory=dict)
+    config_files: tuple = ()
+    round0_from: str = None                    # arm of the same model and seed whose round 0 is reused
+    extra: str = None                          # "aug-<op>" | "w2s": fixed extra training sequences
+    needs: tuple = ()                          # arms (same model and seed) that must finish first
+
+    @property
+    def name(self):
+        return f"{self.model}/{self.arm}/seed{self.seed}"
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _arm_runs(dataset, model, seed, rounds, arm, first_seed, files):
+    def run(name, config_files=(), **kw):
+        return Run(dataset, model, name, seed, config_files=tuple(config_files) + tuple(files), **kw)
+
+    if arm == "rsir":
+        return [run("rsir", rounds=rounds)]
+    if arm == "nofid":
+        return [run("nofid", rounds=rounds, overrides={"rsir_fidelity": False}, round0_from="rsir",
+                    needs=("rsir",))]
+    if arm == "ft":
+        return [run("ft", rounds=rounds, overrides={"rsir_mode": "finetune"}, round0_from="rsir",
+                    needs=("rsir",))] if seed == first_seed else []
+    if arm == "aug":
+        return [run(f"aug-{op}", rounds=0, extra=f"aug-{op}", needs=("rsir",)) for op in OPERATORS]
+    if arm == "w2s":
+        return [run("w2s-small", rounds=0, overrides=dict(SMALL_MODEL)),
+                run("w2s", rounds=0, extra="w2s", needs=("w2s-small",))]
+    if arm == "strong":
+        return [run("strong", rounds=rounds, config_files=(os.path.relpath(STRONG_PRESET),))]
+    if arm == "sweep":
+        if seed != first_seed:
+            return []
+        return [run(f"sweep-tau{tau}-p{p:g}", rounds=1, overrides={"rsir_tau": tau, "rsir_p": p},
+                    round0_from="rsir", needs=("rsir",))
+                for tau in SWEEP_TAU for p in SWEEP_P]
+    raise ValueError(f"unknown arm {arm!r}; known: {', '.join(ARMS)}")
+
+
+def plan(datasets, models, seeds, rounds, arms, config_files=()):
+    """Every run of the study, in the order they should start (seeds outermost, so a first
+    seed completes early); ``rsir`` is always part of it (it is the base), and a run's
+    dependencies always come before it. ``config_files`` apply to every run, after an arm's
+    own preset."""
+    runs = []
+    for seed in seeds:
+        for dataset in datasets:
+            for model in models:
+                for arm in ("rsir",) + tuple(a for a in arms if a != "rsir"):
+                    runs.extend(_arm_runs(dataset, model, seed, rounds, arm, seeds[0], config_files))
+    return runs

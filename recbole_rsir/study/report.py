@@ -1,0 +1,365 @@
+"""A study's report, rebuilt from whatever results files exist: results.json, report.md, plots.
+
+Rows compare arms on the test set under both evaluation protocols, as mean ± sd over
+seeds with the change relative to their base and a paired t-test across the seeds both
+have; RSIR rounds on the strong preset are compared with the strong base. Cells planned
+but not yet run are listed, so a partial report says what it lacks.
+"""
+import glob
+import json
+import os
+import warnings
+
+import numpy as np
+from scipy import stats
+
+from recbole_rsir.study.augment import OPERATORS
+from recbole_rsir.study.plan import SWEEP_P, SWEEP_TAU
+
+METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10")
+TESTED = ("recall@10", "ndcg@10")
+PROTOCOLS = {"recbole": "RecBole's protocol: a user's earlier items stay in the ranking",
+             "exclude_history": "earlier items filtered from the ranking (RSIR reference code, strong benchmark)"}
+
+
+def load_runs(folder):
+    """``{(model, arm, seed): payload}`` of every results file under ``folder/runs``."""
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(folder, "runs", "*", "*", "seed*.json"))):
+        with open(path, encoding="utf-8") as f:
+            payload = json.load(f)
+        run = payload["run"]
+        runs[(run["model"], run["arm"], run["seed"])] = payload
+    return runs
+
+
+def _round(payload, k):
+    rounds = payload["rounds"]
+    return rounds[k] if k < len(rounds) else None
+
+
+def rows_for(model, n_rounds):
+    """``(label, arm, round, base arm)`` of a model's table, in reading order."""
+    rows = [("base (round 0)", "rsir", 0, "rsir")]
+    rows += [(f"RSIR round {k}", "rsir", k, "rsir") for k in range(1, n_rounds + 1)]
+    rows += [(f"RSIR-FT round {k}", "ft", k, "rsir") for k in range(1, n_rounds + 1)]
+    rows += [(f"no fidelity round {k}", "nofid", k, "rsir") for k in range(1, n_rounds + 1)]
+    rows += [(f"augment: {op}", f"aug-{op}", 0, "rsir") for op in OPERATORS]
+    rows += [("weak-to-strong: the small generator alone", "w2s-small", 0, "rsir"),
+             ("weak-to-strong", "w2s", 0, "rsir")]
+    rows += [("strong base (round 0)", "strong", 0, "strong")]
+    rows += [(f"strong + RSIR round {k}", "strong", k, "strong") for k in range(1, n_rounds + 1)]
+    return rows
+
+
+def values(runs, model, arm, k, protocol, metric):
+    """``{seed: test metric}`` of one cell."""
+    out = {}
+    for (m, a, seed), payload in runs.items():
+        r = _round(payload, k) if (m, a) == (model, arm) else None
+        if r is not None and r.get("protocols"):
+            out[seed] = r["protocols"][protocol]["test"][metric]
+    return out
+
+
+def compare(cell, base):
+    """Relative change of the means and the paired t-test's p over the seeds both have."""
+    if not cell or not base:
+        return None, None
+    change = np.mean(list(cell.values())) / np.mean(list(base.values())) - 1.0
+    common = sorted(set(cell) & set(base))
+    if len(common) < 2:
+        return change, None
+    a, b = np.array([cell[s] for s in common]), np.array([base[s] for s in common])
+    if np.allclose(a, b):
+        return change, 1.0
+    with warnings.catch_warnings():   # near-equal pairs: scipy warns, the p it gives is still the test's
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return change, float(stats.ttest_rel(a, b).pvalue)
+
+
+def _mean_sd(cell):
+    v = np.array(list(cell.values()))
+    return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f}"
+
+
+def _pct(x):
+    return "" if x is None else f"{x:+.1%}"
+
+
+def _p(x):
+    return "" if x is None else f"{x:.3f}"
+
+
+def metric_table(runs, model, n_rounds, protocol):
+    header = ("| arm | seeds | " + " | ".join(m.replace("recall", "Recall").replace("ndcg", "NDCG")
+                                              .replace("mrr", "MRR") for m in METRICS)
+              + " | ΔRecall@10 | ΔNDCG@10 | p Recall@10 | p NDCG@10 |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    summary = {}
+    for label, arm, k, base_arm in rows_for(model, n_rounds):
+        cells = {m: values(runs, model, arm, k, protocol, m) for m in METRICS}
+        if not cells[METRICS[0]]:
+            continue
+        tested = {m: compare(cells[m], values(runs, model, base_arm, 0, protocol, m)) for m in TESTED}
+        summary[(arm, k)] = {"cells": cells, "tested": tested}
+        is_base = (arm, k) == (base_arm, 0)
+        lines.append(f"| {label} | {len(cells[METRICS[0]])} | " + " | ".join(_mean_sd(cells[m]) for m in METRICS)
+                     + " | " + " | ".join("" if is_base else _pct(tested[m][0]) for m in TESTED)
+                     + " | " + " | ".join("" if is_base else _p(tested[m][1]) for m in TESTED) + " |")
+    return lines, summary
+
+
+def round_stats(runs, model, n_rounds):
+    """Training data and generation statistics per round, mean over seeds."""
+    header = ("| arm | round | seeds | sequences (real+syn+extra) | interactions | density | accepted this round "
+              "| mean accepted length | acceptance rate | failed fidelity tests | picks from history |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for arm in ("rsir", "ft", "nofid", "strong", "w2s") + tuple(f"aug-{op}" for op in OPERATORS):
+        for k in range(n_rounds + 1):
+            rs = [_round(p, k) for (m, a, _), p in runs.items() if (m, a) == (model, arm)]
+            rs = [r for r in rs if r is not None and "n_interactions" in r]
+            if not rs:
+                continue
+            extras = [p["extra"] for (m, a, _), p in runs.items() if (m, a) == (model, arm) and p.get("extra")]
+            gen = [r["generation"] for r in rs if r["generation"]] or (extras if k == 0 else [])
+            mean = lambda xs: float(np.mean(xs)) if xs else float("nan")
+            n_seq = mean([r["n_real_sequences"] + r["n_synthetic_sequences"] + r["n_extra_sequences"] for r in rs])
+            n_inter = mean([r["n_interactions"] for r in rs])
+            density = mean([r["n_interactions"] / ((r["n_real_sequences"] + r["n_synthetic_sequences"]
+                                                     + r["n_extra_sequences"]) * r["n_items"]) for r in rs])
+            g = lambda key: mean([x[key] for x in gen if key in x])
+            accepted = g("n_accepted") if gen and "n_accepted" in gen[0] else g("n_sequences")
+            lines.append(
+                f"| {arm} | {k} | {len(rs)} | {n_seq:,.0f} | {n_inter:,.0f} | {density:.5f} | "
+                + (f"{accepted:,.0f} | {g('mean_length'):.2f} | " if gen else "- | - | ")
+                + (f"{g('acceptance_rate'):.1%} | {g('fidelity_failure_rate'):.1%} | {g('history_pick_share'):.1%} |"
+                   if gen and "acceptance_rate" in gen[0] else "- | - | - |"))
+    return lines
+
+
+def findings(summary, n_rounds, protocol):
+    """Plain sentences answering the study's questions from the table's numbers."""
+    out = []
+
+    def mean(arm, k, metric="recall@10"):
+        cell = summary.get((arm, k), {}).get("cells", {}).get(metric)
+        return float(np.mean(list(cell.values()))) if cell else None
+
+    def said(arm, k, what):
+        entry = summary.get((arm, k))
+        if entry is None:
+            return None
+        (r, pr), (n, pn) = entry["tested"]["recall@10"], entry["tested"]["ndcg@10"]
+        return (f"{what}: Recall@10 {_pct(r)} (p {_p(pr) or 'n/a'}), NDCG@10 {_pct(n)} (p {_p(pn) or 'n/a'}) "
+                f"over {len(entry['cells']['recall@10'])} seed(s)")
+
+    for k in range(1, n_rounds + 1):
+        line = said("rsir", k, f"RSIR round {k} vs base")
+        if line:
+            out.append(line)
+    best = mean("rsir", 1)
+    augs = {op: mean(f"aug-{op}", 0) for op in OPERATORS}
+    augs = {op: v for op, v in augs.items() if v is not None}
+    if best is not None and augs:
+        beaten = [op for op, v in augs.items() if best > v]
+        out.append(f"RSIR round 1 Recall@10 {best:.4f} is above {len(beaten)} of {len(augs)} augmentation "
+                   f"baselines ({', '.join(f'{op} {v:.4f}' for op, v in augs.items())})")
+    last_nofid, last_rsir = mean("nofid", n_rounds), mean("rsir", n_rounds)
+    if last_nofid is not None:
+        base = mean("rsir", 0)
+        out.append(f"without fidelity, round {n_rounds} Recall@10 is {last_nofid:.4f} against base {base:.4f} "
+                   f"and RSIR round {n_rounds} {last_rsir if last_rsir is not None else float('nan'):.4f}")
+        out.append(said("nofid", n_rounds, f"no fidelity round {n_rounds} vs base"))
+    for arm, what in (("w2s", "weak-to-strong vs base"), ("strong", None)):
+        if arm == "strong":
+            for k in range(1, n_rounds + 1):
+                line = said("strong", k, f"strong + RSIR round {k} vs strong base")
+                if line:
+                    out.append(line)
+        else:
+            line = said(arm, 0, what)
+            if line:
+                out.append(line)
+    return [f"- {line}" for line in out if line]
+
+
+# ---- plots ---------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _legend(ax, **kwargs):
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
+def plot_collapse(runs, model, n_rounds, path):
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(PROTOCOLS), figsize=(10, 4), sharex=True)
+    for ax, protocol in zip(axes, PROTOCOLS):
+        for arm, label in (("rsir", "RSIR (fidelity)"), ("nofid", "no fidelity"), ("ft", "RSIR-FT")):
+            xs, ys, es = [], [], []
+            for k in range(n_rounds + 1):
+                cell = values(runs, model, arm if k else "rsir", k, protocol, "recall@10")
+                if cell:
+                    xs.append(k)
+                    ys.append(np.mean(list(cell.values())))
+                    es.append(np.std(list(cell.values()), ddof=1) if len(cell) > 1 else 0.0)
+            if len(xs) > 1:
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label)
+        ax.set_title(protocol.replace("_", " "), fontsize=10)
+        ax.set_xlabel("round")
+        ax.set_xticks(range(n_rounds + 1))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{model} test Recall@10 (mean ± sd)")
+    _legend(axes[0])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_training_set(runs, model, n_rounds, path):
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for arm, label in (("rsir", "RSIR"), ("nofid", "no fidelity"), ("strong", "strong + RSIR")):
+        xs, seqs, dens = [], [], []
+        for k in range(n_rounds + 1):
+            rs = [_round(p, k) for (m, a, _), p in runs.items() if (m, a) == (model, arm)]
+            rs = [r for r in rs if r is not None and r.get("n_items")]
+            if rs:
+                n = [r["n_real_sequences"] + r["n_synthetic_sequences"] + r["n_extra_sequences"] for r in rs]
+                xs.append(k)
+                seqs.append(np.mean(n))
+                dens.append(np.mean([r["n_interactions"] / (s * r["n_items"]) for r, s in zip(rs, n)]))
+        if xs:
+            axes[0].plot(xs, seqs, marker="o", label=label)
+            axes[1].plot(xs, dens, marker="o", label=label)
+    axes[0].set_ylabel("training sequences")
+    axes[1].set_ylabel("density (interactions / sequences x items)")
+    for ax in axes:
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    _legend(axes[0])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_lengths(runs, model, n_rounds, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for arm, style in (("rsir", "-"), ("nofid", "--")):
+        for k in range(1, n_rounds + 1):
+            total = np.zeros(0)
+            for (m, a, _), p in runs.items():
+                r = _round(p, k) if (m, a) == (model, arm) else None
+                hist = np.array(r["generation"].get("length_histogram", []) if r else [], dtype=float)
+                if len(hist) > len(total):
+                    total = np.pad(total, (0, len(hist) - len(total)))
+                total[:len(hist)] += hist
+            if total.sum():
+                ax.plot(np.arange(len(total)), total / total.sum(), style, marker=".",
+                        label=f"{'RSIR' if arm == 'rsir' else 'no fidelity'} round {k}")
+    ax.set_xlabel("accepted sequence length")
+    ax.set_ylabel("share of accepted sequences")
+    ax.grid(alpha=0.3)
+    _legend(ax, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sweep_grid(runs, model, protocol="recbole", metric="recall@10"):
+    """``(taus, ps, grid)`` of one-round sweep results (first seed found), NaN where missing."""
+    grid = np.full((len(SWEEP_TAU), len(SWEEP_P)), np.nan)
+    for i, tau in enumerate(SWEEP_TAU):
+        for j, p in enumerate(SWEEP_P):
+            cell = values(runs, model, f"sweep-tau{tau}-p{p:g}", 1, protocol, metric)
+            if cell:
+                grid[i, j] = cell[min(cell)]
+    return SWEEP_TAU, SWEEP_P, grid
+
+
+def plot_sweep(runs, model, path):
+    taus, ps, grid = sweep_grid(runs, model)
+    if np.isnan(grid).all():
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(ps)), [f"{p:g}" for p in ps])
+    ax.set_yticks(range(len(taus)), [str(t) for t in taus])
+    ax.set_xlabel("p (history pool probability)")
+    ax.set_ylabel("tau (fidelity rank)")
+    for i in range(len(taus)):
+        for j in range(len(ps)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.4f}", ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(image, label=f"{model} test Recall@10 after one round")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# ---- the report ------------------------------------------------------------------------
+
+def build_report(folder, dataset, planned):
+    """Write ``results.json``, ``report.md`` and ``plots/*.png`` in ``folder``."""
+    runs = load_runs(folder)
+    os.makedirs(folder, exist_ok=True)
+    plan_path = os.path.join(folder, "plan.json")
+    known = {}
+    if os.path.isfile(plan_path):
+        with open(plan_path, encoding="utf-8") as f:
+            known = {r["name"]: r for r in json.load(f)}
+    known.update({r.name: {"name": r.name, **r.as_dict()} for r in planned})
+    with open(plan_path, "w", encoding="utf-8") as f:
+        json.dump(sorted(known.values(), key=lambda r: r["name"]), f, indent=1)
+    missing = sorted(name for name, r in known.items() if (r["model"], r["arm"], r["seed"]) not in runs)
+
+    with open(os.path.join(folder, "results.json"), "w", encoding="utf-8") as f:
+        json.dump({"dataset": dataset, "missing": missing,
+                   "runs": {f"{m}/{a}/seed{s}": p for (m, a, s), p in sorted(runs.items())}}, f, indent=1)
+
+    models = sorted({m for m, _, _ in runs} | {r["model"] for r in known.values()})
+    n_rounds = max([r["rounds"] for r in known.values() if r["arm"] == "rsir"] or [0])
+    plots = os.path.join(folder, "plots")
+    os.makedirs(plots, exist_ok=True)
+    md = [f"# Study: {dataset}", "",
+          "Test-set metrics, leave-one-out by time, full ranking; mean ± sd over seeds; Δ relative to the base "
+          "(the strong base for strong rows); p: paired t-test over the seeds both have. Built from "
+          f"`runs/` ({len(runs)} finished runs) by `python -m recbole_rsir.study`; every run's valid and test "
+          "metrics, config and seconds are in `results.json`.", ""]
+    for model in models:
+        if not any(m == model for m, _, _ in runs):
+            continue
+        md += [f"## {model}", ""]
+        for protocol, label in PROTOCOLS.items():
+            table, summary = metric_table(runs, model, n_rounds, protocol)
+            md += [f"### {label}", ""] + table + ["", "Findings:", ""] + findings(summary, n_rounds, protocol) + [""]
+        md += ["### Training data and generation per round", "",
+               "Sequences and interactions of the round's training set; density = interactions / (sequences x "
+               "items); the generation columns describe the sequences generated for that round (for augmentation "
+               "and weak-to-strong rows: the extra sequences); failed fidelity tests and picks from history are "
+               "shares of all steps of all attempted sequences.", ""]
+        md += round_stats(runs, model, n_rounds) + [""]
+        pictures = []
+        for name, draw in (("collapse", plot_collapse), ("training_set", plot_training_set),
+                           ("accepted_lengths", plot_lengths)):
+            file = os.path.join(plots, f"{model}-{name}.png")
+            draw(runs, model, n_rounds, file)
+            pictures.append(f"![{name}](plots/{model}-{name}.png)")
+        if plot_sweep(runs, model, os.path.join(plots, f"{model}-sweep.png")):
+            pictures.append(f"![tau x p sweep](plots/{model}-sweep.png)")
+        md += pictures + [""]
+    md += ["## Missing", ""]
+    md += [f"- {name}" for name in missing] or ["Every planned run is finished."]
+    with open(os.path.join(folder, "report.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(md) + "\n")
+    return missing

@@ -1,0 +1,218 @@
+"""``python -m recbole_rsir.study``: plan a study, run what is missing, rebuild its report.
+
+Every run is a separate process (``study.worker``) with its own torch threads; up to
+``--jobs`` run at once, each as soon as the runs it needs are finished. A finished run is
+never redone: its results file under ``<out>/<dataset>/runs/`` is the proof, and the same
+command started again carries on with what is missing (an interrupted run resumes from its
+saved rounds in ``--work``). After every finished run the report is rebuilt from all results
+files there, and with ``--commit`` the results folder is committed to git, so a study
+accumulates across sittings.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from recbole_rsir.data.bundled import BUNDLED
+from recbole_rsir.errors import InputError
+from recbole_rsir.study.plan import ARMS, plan
+from recbole_rsir.study.report import build_report
+from recbole_rsir.study.worker import result_path, run_dir
+from recbole_rsir.utils import get_model
+
+
+class StudyError(InputError):
+    """A study argument outside what the study runs."""
+
+
+def _list(text, kind, convert=str):
+    try:
+        values = [convert(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise StudyError(f"--{kind} must be a comma-separated list, got {text!r}") from None
+    if not values:
+        raise StudyError(f"--{kind} is empty")
+    return values
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m recbole_rsir.study", description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="amazon-beauty", help="one or more, comma-separated")
+    parser.add_argument("--models", default="SASRec")
+    parser.add_argument("--seeds", default="2020,2021,2022")
+    parser.add_argument("--rounds", default="3")
+    parser.add_argument("--arms", default=",".join(a for a in ARMS if a != "sweep"),
+                        help=f"comma-separated among {', '.join(ARMS)}")
+    parser.add_argument("--config_files", default="", help="space-separated yaml files for every run")
+    parser.add_argument("--out", default=os.path.join("benchmarks", "results"), help="results root")
+    parser.add_argument("--work", default="study_work", help="weights and saved rounds (not committed)")
+    parser.add_argument("--jobs", default="2", help="runs at once")
+    parser.add_argument("--threads", default="1", help="torch threads per run")
+    parser.add_argument("--commit", action="store_true", help="git-commit the results after every run")
+    parser.add_argument("--plan-only", action="store_true", help="print the plan and stop")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise StudyError(f"unknown argument {unknown[0]!r}")
+    args.datasets = _list(args.dataset, "dataset")
+    for name in args.datasets:
+        if name not in BUNDLED and not os.path.isfile(os.path.join("dataset", name, f"{name}.inter")):
+            raise StudyError(f"unknown dataset {name!r}; bundled: {', '.join(BUNDLED)}")
+    args.config_files = tuple(os.path.relpath(p) for p in args.config_files.split())  # results carry no machine path
+    for path in args.config_files:
+        if not os.path.isfile(path):
+            raise StudyError(f"config file {path} does not exist")
+    args.models = _list(args.models, "models")
+    for name in args.models:
+        get_model(name)
+    args.seeds = _list(args.seeds, "seeds", int)
+    args.arms = _list(args.arms, "arms")
+    bad = [a for a in args.arms if a not in ARMS]
+    if bad:
+        raise StudyError(f"unknown arm {bad[0]!r}; known: {', '.join(ARMS)}")
+    for key, low in (("rounds", 1), ("jobs", 1), ("threads", 1)):
+        value = getattr(args, key)
+        if not value.isdigit() or int(value) < low:
+            raise StudyError(f"--{key} must be an integer >= {low}, got {value!r}")
+        setattr(args, key, int(value))
+    return args
+
+
+# ---- plan and estimates ----------------------------------------------------------------
+
+def done(out, run):
+    return os.path.isfile(result_path(out, run))
+
+
+def _family(run):
+    return run.arm if run.arm in ("strong", "w2s-small") else "default"
+
+
+def measured_seconds(out, runs):
+    """Mean seconds of a round 0 and of a later round, per (dataset, model, family), from the
+    finished runs' results files."""
+    samples = {}
+    for run in runs:
+        if not done(out, run):
+            continue
+        with open(result_path(out, run), encoding="utf-8") as f:
+            rounds = json.load(f)["rounds"]
+        for r in rounds:
+            if run.round0_from and r["round"] == 0:
+                continue
+            key = (run.dataset, run.model, _family(run), r["round"] > 0)
+            samples.setdefault(key, []).append(r["train_seconds"] + r["generate_seconds"])
+    return {k: sum(v) / len(v) for k, v in samples.items()}
+
+
+def estimate(run, seconds):
+    """Estimated seconds of a pending run, or None where nothing like it was measured yet."""
+    first = 0.0 if run.round0_from else seconds.get((run.dataset, run.model, _family(run), False))
+    later = seconds.get((run.dataset, run.model, _family(run), True)) if run.rounds else 0.0
+    if first is None or later is None:
+        return None
+    return first + run.rounds * later
+
+
+def print_plan(runs, out, jobs):
+    seconds = measured_seconds(out, runs)
+    pending = [r for r in runs if not done(out, r)]
+    known = [estimate(r, seconds) for r in pending]
+    print(f"study plan: {len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} to run")
+    for run, est in zip(pending, known):
+        waits = [a for a in run.needs if not done(out, _sibling(run, a))]
+        print(f"  {run.dataset:<24} {run.name:<40} {'~%.0f min' % (est / 60) if est else 'not measured yet':>17}"
+              + (f"  after {', '.join(waits)}" if waits else ""))
+    measured = [e for e in known if e is not None]
+    print(f"estimate: {sum(measured) / 3600 / jobs:.1f} h with {jobs} jobs for the {len(measured)} runs "
+          f"measured alike ({len(pending) - len(measured)} not measured yet)")
+
+
+def _sibling(run, arm):
+    return type(run)(run.dataset, run.model, arm, run.seed, 0)
+
+
+# ---- running ---------------------------------------------------------------------------
+
+def launch(run, args):
+    folder = run_dir(args.work, run)
+    os.makedirs(folder, exist_ok=True)
+    spec = os.path.join(folder, "run.json")
+    with open(spec, "w", encoding="utf-8") as f:
+        json.dump({"run": run.as_dict(), "out": args.out, "work": args.work, "threads": args.threads}, f)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    log = open(os.path.join(folder, "study.log"), "a", encoding="utf-8")
+    return subprocess.Popen([sys.executable, "-m", "recbole_rsir.study.worker", spec], stdout=log,
+                            stderr=subprocess.STDOUT, env=env)
+
+
+def commit(out, dataset, message):
+    folder = os.path.join(out, dataset)
+    for _ in range(5):   # another study process may hold git's lock for a moment
+        added = subprocess.run(["git", "-C", folder, "add", "--", "."], capture_output=True)
+        if added.returncode == 0:
+            made = subprocess.run(["git", "-C", folder, "commit", "-q", "-m", message, "--", "."],
+                                  capture_output=True, text=True)
+            if made.returncode == 0 or "nothing" in made.stdout + made.stderr:
+                return True
+        time.sleep(2)
+    print(f"warning: could not commit {folder}", file=sys.stderr)
+    return False
+
+
+def report(args, runs, dataset):
+    planned = [r for r in runs if r.dataset == dataset]
+    build_report(os.path.join(args.out, dataset), dataset, planned)
+
+
+def run_study(args):
+    runs = plan(args.datasets, args.models, args.seeds, args.rounds, args.arms, args.config_files)
+    print_plan(runs, args.out, args.jobs)
+    if args.plan_only:
+        return 0
+    pending = [r for r in runs if not done(args.out, r)]
+    running, failed = {}, set()
+    while pending or running:
+        for run in list(pending):
+            if len(running) >= args.jobs:
+                break
+            needs = [_sibling(run, a) for a in run.needs]
+            if any(n.name in failed for n in needs):
+                pending.remove(run)
+                failed.add(run.name)
+                print(f"skip {run.dataset} {run.name}: a run it needs failed")
+            elif all(done(args.out, n) for n in needs):
+                pending.remove(run)
+                running[launch(run, args)] = (run, time.time())
+                print(f"start {run.dataset} {run.name}", flush=True)
+        if not running:
+            break
+        time.sleep(5)
+        for process, (run, started) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[process]
+            if process.returncode != 0 or not done(args.out, run):
+                failed.add(run.name)
+                print(f"FAILED {run.dataset} {run.name} (exit {process.returncode}); "
+                      f"log: {os.path.join(run_dir(args.work, run), 'study.log')}", flush=True)
+                continue
+            minutes = (time.time() - started) / 60
+            print(f"done {run.dataset} {run.name} in {minutes:.1f} min", flush=True)
+            report(args, runs, run.dataset)
+            if args.commit:
+                n_done = sum(done(args.out, r) for r in runs)
+                commit(args.out, run.dataset, f"study: {run.dataset} {run.name} ({n_done} of {len(runs)} runs)")
+    for dataset in args.datasets:
+        report(args, runs, dataset)
+    return 1 if failed else 0
+
+
+def main(argv=None):
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        return run_study(args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,229 @@
+"""The study: augmentation operators, plan, report arithmetic, and the real command on tiny data."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import build_tiny, make_rows
+from scipy import stats
+
+from recbole_rsir.data.convert import write_atomic
+from recbole_rsir.data.sequences import SequenceSet, training_sequences
+from recbole_rsir.study.augment import OPERATORS, augment, most_similar
+from recbole_rsir.study.plan import SWEEP_P, SWEEP_TAU, plan
+from recbole_rsir.study.report import build_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_ITEMS = 31
+
+
+@pytest.fixture(scope="module")
+def real():
+    rows = make_rows()
+    return SequenceSet.from_lists([r[1] for r in rows], [r[2] for r in rows], [r[0] for r in rows])
+
+
+# ---- augmentation operators ---------------------------------------------------------------
+
+@pytest.mark.parametrize("operator", list(OPERATORS))
+@pytest.mark.parametrize("n", [0, 7, 95])
+def test_operator_adds_the_requested_sequences_of_valid_items(real, operator, n):
+    out = augment(real, operator, n, seed=3, n_items=N_ITEMS)
+    assert len(out) == n
+    assert ((out.items >= 1) & (out.items < N_ITEMS)).all()
+    assert set(out.users.tolist()) <= set(real.users.tolist())
+    assert (out.lengths >= 2).all()
+    for i in range(len(out)):
+        assert (np.diff(out.times(i)) >= 0).all()      # still time-ordered
+
+
+def _source(real, user):
+    return real[int(np.flatnonzero(real.users == user)[0])]
+
+
+@pytest.mark.parametrize("operator", ["crop", "reorder", "mask", "substitute", "insert"])
+def test_operator_edits_as_documented(real, operator):
+    out = augment(real, operator, 60, seed=5, n_items=N_ITEMS)
+    similar = most_similar(real, N_ITEMS)
+    rate = OPERATORS[operator]
+    for i in range(len(out)):
+        edited, source = out[i], _source(real, out.users[i])
+        n, share = len(source), min(len(source), max(1, int(rate * len(source))))
+        if operator == "crop":
+            size = min(n, max(2, int(rate * n)))
+            assert len(edited) == size
+            assert any((source[s:s + size] == edited).all() for s in range(n - size + 1))
+        elif operator == "reorder":
+            changed = np.flatnonzero(edited != source)
+            assert sorted(edited.tolist()) == sorted(source.tolist())
+            assert len(changed) == 0 or changed[-1] - changed[0] < share
+        elif operator == "mask":
+            assert len(edited) == n and (edited != source).sum() <= share
+        elif operator == "substitute":
+            changed = np.flatnonzero(edited != source)
+            assert len(edited) == n and len(changed) <= share
+            assert (edited[changed] == similar[source[changed]]).all()
+        else:  # insert: removing the inserted items gives the source back
+            assert n < len(edited) <= n + share
+            j, kept = 0, []
+            for item in edited.tolist():
+                if j < n and item == source[j]:
+                    kept.append(item)
+                    j += 1
+            assert kept == source.tolist()
+
+
+def test_same_seed_same_sequences_other_seed_others(real):
+    a, b, c = (augment(real, "mask", 30, seed=s, n_items=N_ITEMS) for s in (1, 1, 2))
+    assert a.to_lists() == b.to_lists() != c.to_lists()
+
+
+def test_most_similar_is_the_top_cosine_of_co_occurrence(real):
+    sets = [set(real[i].tolist()) for i in range(len(real))]
+    count = lambda *items: sum(all(x in s for x in items) for s in sets)
+    best = most_similar(real, N_ITEMS)
+    for item in range(1, N_ITEMS):
+        scores = {j: count(item, j) / np.sqrt(count(item) * count(j)) for j in range(1, N_ITEMS)
+                  if j != item and count(item, j)}
+        if not scores:
+            assert best[item] == 0
+            continue
+        top = max(scores.values())
+        assert np.isclose(scores[best[item]], top)
+        assert best[item] == min(j for j, v in scores.items() if np.isclose(v, top))
+
+
+def test_operators_never_see_validation_or_test_items(tmp_path):
+    """Built from RecBole's training split, no operator output depends on held-out items:
+    items only ever held out never appear, and changing them changes nothing."""
+    outputs = []
+    for variant in (0, 1):
+        rows = [(u, items[:-2] + [40 + variant, 45 + variant], ts) for u, items, ts in make_rows()]
+        path = str(tmp_path / f"v{variant}")
+        write_atomic(rows, os.path.join(path, "tiny", "tiny.inter"))
+        _, _, train, _, _ = build_tiny(path)
+        sequences = training_sequences(train.dataset)
+        held_out = {train.dataset.token2id(train.dataset.iid_field, str(t)) for t in (40 + variant, 45 + variant)}
+        runs = {op: augment(sequences, op, 50, seed=9, n_items=train.dataset.item_num) for op in OPERATORS}
+        for op, out in runs.items():
+            if op != "mask":      # mask draws random catalogue items by design
+                assert not held_out & set(out.items.tolist()), op
+        outputs.append({op: out.to_lists() for op, out in runs.items() if op != "mask"})
+    assert outputs[0] == outputs[1]
+
+
+# ---- plan -----------------------------------------------------------------------------------
+
+def test_plan_orders_dependencies_and_shares_round0():
+    runs = plan(["d"], ["SASRec"], [1, 2], 3, ["nofid", "ft", "aug", "w2s", "strong", "sweep"])
+    names = [r.name for r in runs]
+    assert len(names) == len(set(names))
+    for i, run in enumerate(runs):
+        for need in run.needs:
+            assert f"SASRec/{need}/seed{run.seed}" in names[:i]
+    ft = [r for r in runs if r.arm == "ft"]
+    sweep = [r for r in runs if r.arm.startswith("sweep")]
+    assert [r.seed for r in ft] == [1] and {r.seed for r in sweep} == {1}
+    assert len(sweep) == len(SWEEP_TAU) * len(SWEEP_P) and all(r.rounds == 1 for r in sweep)
+    assert all(r.round0_from == "rsir" for r in runs if r.arm in ("nofid", "ft") or r.arm.startswith("sweep"))
+    assert sum(r.arm.startswith("aug-") for r in runs) == 2 * len(OPERATORS)
+
+
+# ---- report arithmetic ------------------------------------------------------------------
+
+def _fake_payload(model, arm, seed, recall):
+    protocols = {p: {"valid": {}, "test": {"recall@10": r, "recall@20": r, "ndcg@10": r / 2, "ndcg@20": r / 2,
+                                           "mrr@10": r / 3}} for p, r in (("recbole", recall[0]),
+                                                                         ("exclude_history", recall[1]))}
+    rounds = [{"round": 0, "protocols": protocols, "n_real_sequences": 10, "n_synthetic_sequences": 0,
+               "n_extra_sequences": 0, "n_interactions": 50, "n_items": 20, "generation": {},
+               "train_seconds": 1.0, "generate_seconds": 0.0}]
+    return {"run": {"model": model, "arm": arm, "seed": seed, "rounds": 0}, "rounds": rounds, "extra": {}}
+
+
+def test_report_means_changes_and_paired_test(tmp_path):
+    base = {2020: (0.10, 0.20), 2021: (0.12, 0.22), 2022: (0.11, 0.25)}
+    crop = {2020: (0.13, 0.21), 2021: (0.12, 0.24), 2022: (0.16, 0.26)}
+    for arm, cells in (("rsir", base), ("aug-crop", crop)):
+        for seed, recall in cells.items():
+            path = tmp_path / "runs" / "SASRec" / arm / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(_fake_payload("SASRec", arm, seed, recall)))
+    planned = plan(["d"], ["SASRec"], [2020, 2021, 2022], 1, ["aug"])
+    missing = build_report(str(tmp_path), "d", planned)
+    assert missing == sorted(r.name for r in planned if r.arm not in ("rsir", "aug-crop"))
+    text = (tmp_path / "report.md").read_text()
+    for protocol in (0, 1):
+        b = np.array([base[s][protocol] for s in sorted(base)])
+        c = np.array([crop[s][protocol] for s in sorted(crop)])
+        row = (f"| augment: crop | 3 | {c.mean():.4f} ± {c.std(ddof=1):.4f} | {c.mean():.4f} ± {c.std(ddof=1):.4f} "
+               f"| {c.mean() / 2:.4f} ± {c.std(ddof=1) / 2:.4f} |")
+        assert row in text
+        assert f"{c.mean() / b.mean() - 1:+.1%} | " in text
+        assert f"| {stats.ttest_rel(c, b).pvalue:.3f} |" in text
+    for name in missing:
+        assert f"- {name}" in text
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["runs"]) == 6 and results["missing"] == missing
+
+
+# ---- the real command ---------------------------------------------------------------------
+
+def _study(cwd, *args):
+    return subprocess.run([sys.executable, "-m", "recbole_rsir.study", *args], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arms=rsir,bogus"], "unknown arm 'bogus'"),
+    (["--seeds=1,x"], "--seeds must be a comma-separated list"),
+    (["--rounds=0"], "--rounds must be an integer >= 1"),
+    (["--dataset=nowhere"], "unknown dataset 'nowhere'"),
+    (["--models=NoSuchModel"], "unknown model 'NoSuchModel'"),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, args, message):
+    done = _study(str(tmp_path), *args, "--out=out", "--work=work")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_study_command_end_to_end(tmp_path):
+    write_atomic(make_rows(), os.path.join(tmp_path, "dataset", "tiny", "tiny.inter"))
+    (tmp_path / "tiny.yaml").write_text(
+        "epochs: 2\nrsir_m: 2\ntrain_batch_size: 16\nhidden_size: 16\ninner_size: 32\nn_layers: 1\n"
+        "MAX_ITEM_LIST_LENGTH: 10\nuser_inter_num_interval: '[0,inf)'\nitem_inter_num_interval: '[0,inf)'\n")
+    args = ["--dataset=tiny", "--models=SASRec", "--seeds=1,2", "--rounds=1", "--arms=rsir,nofid,ft,aug,w2s",
+            "--config_files=tiny.yaml", "--out=out", "--work=work", "--jobs=2"]
+    first = _study(str(tmp_path), *args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    folder = tmp_path / "out" / "tiny"
+    results = json.loads((folder / "results.json").read_text())
+    assert results["missing"] == []
+    runs = results["runs"]
+    assert len(runs) == 2 * 9 + 1
+    for name, payload in runs.items():
+        for r in payload["rounds"]:
+            for protocol in r["protocols"].values():
+                assert all(np.isfinite(v) for split in protocol.values() for v in split.values()), name
+    for seed in (1, 2):
+        rsir, nofid = runs[f"SASRec/rsir/seed{seed}"], runs[f"SASRec/nofid/seed{seed}"]
+        assert nofid["rounds"][0]["test"] == rsir["rounds"][0]["test"]          # round 0 shared
+        assert nofid["rounds"][1]["generation"]["fidelity_tests"] == 0
+        for op in OPERATORS:
+            extra = runs[f"SASRec/aug-{op}/seed{seed}"]["extra"]
+            assert extra["n_sequences"] == rsir["rounds"][1]["generation"]["n_accepted"]
+        assert runs[f"SASRec/w2s/seed{seed}"]["rounds"][0]["n_extra_sequences"] > 0
+    report = (folder / "report.md").read_text()
+    for label in ["base (round 0)", "RSIR round 1", "RSIR-FT round 1", "no fidelity round 1", "weak-to-strong"]:
+        assert report.count(f"| {label} |") == 2          # one row per protocol
+    assert "Every planned run is finished." in report
+    for plot in ("collapse", "training_set", "accepted_lengths"):
+        assert (folder / "plots" / f"SASRec-{plot}.png").read_bytes()[:4] == b"\x89PNG"
+    stamps = {p: p.stat().st_mtime_ns for p in (folder / "runs").rglob("*.json")}
+    again = _study(str(tmp_path), *args)
+    assert again.returncode == 0 and "0 to run" in again.stdout
+    assert stamps == {p: p.stat().st_mtime_ns for p in (folder / "runs").rglob("*.json")}
