@@ -202,7 +202,8 @@ class HSTU(Backbone):
 
     # ---- encoder --------------------------------------------------------------------
     def embed(self, item_seq, positions):
-        """The first block's input: ``Dropout(item * sqrt(d) + position)``, zero on padding."""
+        """The first block's input: ``Dropout(item * sqrt(d) + position)``, zero on padding;
+        ``positions`` is ``[N, T]``, or ``[1, T]`` for rows that all start at position 0."""
         x = self.item_embedding(item_seq) * math.sqrt(self.hidden_size)
         x = self.dropout(x + self.position_embedding(positions))
         return x * (item_seq > 0).unsqueeze(-1)
@@ -210,7 +211,7 @@ class HSTU(Backbone):
     def sequence_output(self, item_seq, item_seq_len, time_seq=None):
         positions = torch.arange(item_seq.size(1), device=item_seq.device)
         valid = item_seq > 0
-        x = self.embed(item_seq, positions.unsqueeze(0).expand_as(item_seq))
+        x = self.embed(item_seq, positions.unsqueeze(0))
         causal = positions.unsqueeze(1) >= positions.unsqueeze(0)
         attention_mask = (causal.unsqueeze(0) & valid.unsqueeze(1)).unsqueeze(1)
         for block in self.blocks:
