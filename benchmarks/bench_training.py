@@ -87,7 +87,7 @@ def test_epoch_seconds(benchmark, monkeypatch, path):
 @pytest.mark.parametrize("scoring", ["padded", "by_length"])
 def test_full_ranking_seconds(benchmark, scoring):
     """Scoring all 22,363 validation users: RecBole's padded batches vs length-trimmed groups."""
-    from recbole_rsir.trainer.trainer import full_sort_by_length
+    from recbole_rsir.evaluation.by_length import full_sort_by_length
 
     config = Config("SASRec", "amazon-beauty", config_dict={"show_progress": False, "state": "WARNING"})
     init_seed(config["seed"], True)

@@ -86,3 +86,19 @@ def _fused_gelu(self, x):
 
 
 _FeedForward.gelu = _fused_gelu
+
+# 7. RecBole's preloaded weights (`preload_weight`, e.g. pretrained knowledge-graph vectors)
+#    come back from Dataset.get_preload_weight as float64 arrays; KSR turns its relation
+#    vectors into a float64 tensor and multiplies it with its float32 outputs, which fails on
+#    every forward. They are returned as float32, the models' dtype. Can go when RecBole casts
+#    them (KSR's relation_Matrix, recbole/model/sequential_recommender/ksr.py).
+from recbole.data.dataset import Dataset as _Dataset  # noqa: E402
+
+_get_preload_weight = _Dataset.get_preload_weight
+
+
+def _float32_preload_weight(self, field):
+    return _get_preload_weight(self, field).astype(np.float32)
+
+
+_Dataset.get_preload_weight = _float32_preload_weight

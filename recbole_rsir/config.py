@@ -21,7 +21,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType, dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
 from recbole_rsir.errors import ConfigError, InputError
-from recbole_rsir.model.causal import supports_positions
+from recbole_rsir.model.backbone import is_backbone
 from recbole_rsir.schema import KEYS
 from recbole_rsir.utils import get_model
 
@@ -193,8 +193,8 @@ def validate(config):
     _check(config["MODEL_TYPE"] == ModelType.SEQUENTIAL,
            f"model {config['model']} is not a sequential recommender; RSIR needs one")
     if config["train_path"] == "auto":
-        config["train_path"] = "all_positions" if supports_positions(config.model_class) else "recbole"
-    _check(config["train_path"] == "recbole" or supports_positions(config.model_class),
+        config["train_path"] = "all_positions" if is_backbone(config.model_class) else "recbole"
+    _check(config["train_path"] == "recbole" or is_backbone(config.model_class),
            f"{config['model']} cannot give per-position outputs; pass --train_path=recbole")
     _check(config["rsir_min_len"] <= config["MAX_ITEM_LIST_LENGTH"],
            f"rsir_min_len ({config['rsir_min_len']}) exceeds MAX_ITEM_LIST_LENGTH "

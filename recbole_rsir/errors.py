@@ -1,4 +1,8 @@
-"""Errors about the user's input: the CLI prints their one-line message and exits with 2."""
+"""Every error this package raises on purpose, in one place.
+
+Errors about the user's input derive from :class:`InputError`: the CLI prints their one-line
+message and exits with 2. :class:`NonFiniteLossError` is the CLI's exit 3.
+"""
 
 
 class InputError(ValueError):
@@ -19,3 +23,15 @@ class UnknownDatasetError(InputError):
 
 class DatasetFormatError(InputError):
     """A dataset file that cannot be read; the message names file and line."""
+
+
+class CorruptFileError(InputError):
+    """A saved round that cannot be read back."""
+
+
+class OutputError(InputError):
+    """The output directory cannot take what a run must write."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""

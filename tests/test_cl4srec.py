@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from recbole.data import create_dataset, data_preparation
 
 from recbole_rsir.config import Config
-from recbole_rsir.model import causal
 from recbole_rsir.model.sequential_recommender import CL4SRec
 from recbole_rsir.model.sequential_recommender.cl4srec import CROP, MASK, REORDER, crop, mask, operator_pairs, reorder
 from recbole_rsir.utils import get_model
@@ -54,24 +53,23 @@ def test_shapes_and_mask_token_never_scored(tiny_data_path):
     out = model.forward(seq, length)  # SASRec's own forward
     assert out.shape == (b, 16)
     torch.testing.assert_close(out, model.sequence_output(seq, length)[torch.arange(b), length - 1])
-    assert causal.item_logits(model, out).shape == (b, model.n_items)
+    assert model.item_logits(out).shape == (b, model.n_items)
     assert model.full_sort_predict(batch).shape == (b, model.n_items)
     items = torch.tensor([3, 1, 7])
-    torch.testing.assert_close(causal.item_logits(model, out, items), causal.item_logits(model, out)[:, items])
+    torch.testing.assert_close(model.item_logits(out, items), model.item_logits(out)[:, items])
     # the mask token has its own vector, different from every item's
     masked = seq.clone()
     masked[:, 0] = model.mask_token
     assert not torch.allclose(model.sequence_output(masked, length)[:, 0], model.sequence_output(seq, length)[:, 0])
-    # the protocol helpers see this model's own per-position path
-    torch.testing.assert_close(causal.sequence_output(model, seq, length), model.sequence_output(seq, length))
-    torch.testing.assert_close(causal.item_logits(model, out), causal.item_logits(model, out))
+    # scores are SASRec's: outputs dotted with the item table, the mask token never scored
+    torch.testing.assert_close(model.item_logits(out), out @ model.item_embedding.weight.T)
 
 
 def test_generation_kv_cache_applies(tiny_data_path):
-    from recbole_rsir.generation.cache import KVCache
+    from recbole_rsir.model.sequential_recommender.sasrec import SASRecCache
 
     _, model, _, _, _ = build(tiny_data_path)
-    assert KVCache.fits(model)
+    assert type(model.new_cache(1)) is SASRecCache
 
 
 def test_causal(tiny_data_path):
@@ -177,7 +175,7 @@ def test_loss_is_next_item_ce_plus_lmd_infonce_and_leaves_data_alone(tiny_data_p
     torch.manual_seed(3)
     aux = model.auxiliary_loss(batch["item_id_list"], batch["item_length"])
     out = model.forward(batch["item_id_list"], batch["item_length"])
-    ce = F.cross_entropy(causal.item_logits(model, out), batch["item_id"])
+    ce = F.cross_entropy(model.item_logits(out), batch["item_id"])
     assert loss.item() == pytest.approx((ce + aux).item(), rel=1e-5)
     assert aux.item() > 0
     assert torch.equal(batch["item_id_list"], seq_before)

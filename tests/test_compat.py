@@ -84,9 +84,10 @@ def test_fused_gelu_equals_recboles_formula():
 
 
 def test_get_model_finds_recbole_models_and_rejects_unknown():
-    from recbole.model.sequential_recommender import SASRec
+    from recbole.model.sequential_recommender import BERT4Rec, SASRec
 
-    assert get_model("SASRec") is SASRec
+    assert get_model("BERT4Rec") is BERT4Rec
+    assert issubclass(get_model("SASRec"), SASRec)      # this package's registered subclass
     try:
         get_model("NoSuchRec")
     except UnknownModelError as err:
@@ -103,3 +104,17 @@ def test_config_reads_only_the_command_line_it_is_given(tiny_data_path, monkeypa
     assert config["epochs"] == 2
     config = Config("SASRec", "tiny", config_dict=tiny_config_dict(tiny_data_path), cmd_args=["--epochs=7"])
     assert config["epochs"] == 7
+
+
+def test_preloaded_weights_come_back_as_float32(tmp_path):
+    from recbole_rsir import compat
+    from test_every_model import build, write_featured_dataset
+
+    write_featured_dataset(str(tmp_path))
+    config, train_data, _, _ = build(str(tmp_path), "KSR")
+    dataset = train_data.dataset
+    assert compat._get_preload_weight(dataset, "rel_id").dtype == np.float64     # RecBole's own
+    assert dataset.get_preload_weight("rel_id").dtype == np.float32
+    model = get_model("KSR")(config, dataset)                                     # float64 broke its forward
+    batch = next(iter(train_data))
+    assert torch.isfinite(model.calculate_loss(batch))

@@ -54,9 +54,16 @@ def test_every_rsir_key_is_documented_in_overall_yaml():
 
 def test_models_without_per_position_outputs_need_the_recbole_path(tiny_data_path):
     with pytest.raises(ConfigError, match="BERT4Rec cannot give per-position outputs; pass --train_path=recbole"):
-        Config("BERT4Rec", "tiny", config_dict=tiny_config_dict(tiny_data_path))
+        Config("BERT4Rec", "tiny", config_dict=tiny_config_dict(tiny_data_path, train_path="all_positions"))
     config = Config("BERT4Rec", "tiny", config_dict=tiny_config_dict(tiny_data_path, train_path="recbole"))
     assert config["train_path"] == "recbole"
+
+
+@pytest.mark.parametrize("model, path", [("BERT4Rec", "recbole"), ("Caser", "recbole"), ("SASRec", "all_positions"),
+                                         ("GRU4Rec", "all_positions"), ("CL4SRec", "all_positions"),
+                                         ("HSTU", "all_positions")])
+def test_train_path_is_chosen_by_the_model_unless_given(tiny_data_path, model, path):
+    assert Config(model, "tiny", config_dict=tiny_config_dict(tiny_data_path))["train_path"] == path
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 """The batched generator against the plain reference loop, and the method's invariants.
 
+Backbones decode through their own caches, any other RecBole model through its
+full_sort_predict; both must give the reference's output.
+
 Equivalence tests run the models in float64 so that no float32 near-tie between two
 candidate items can make two correct implementations differ; the generators' scores are
 float32 either way (the reference casts them), and one test runs a float32 model too.
@@ -13,26 +16,31 @@ import numpy as np
 import pytest
 import torch
 from conftest import build_tiny, make_rows
+from recbole.model.sequential_recommender import GRU4Rec as RecBoleGRU4Rec
 
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.loader import SequenceTrainLoader
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
 from recbole_rsir.generation import generator as generator_module
-from recbole_rsir.generation.cache import HSTUCache, KVCache
-from recbole_rsir.generation.generator import ReEncoder, decoder_for, generate
+from recbole_rsir.generation.full_sort import FullSortDecoder
+from recbole_rsir.generation.generator import decoder_for, generate
 from recbole_rsir.generation.reference import generate_reference
 from recbole_rsir.generation.rules import GenerationSettings
+from recbole_rsir.model.backbone import ReEncoder
+from recbole_rsir.model.sequential_recommender.gru4rec import GRU4RecCache
+from recbole_rsir.model.sequential_recommender.hstu import HSTUCache, RelativeAttentionBias
+from recbole_rsir.model.sequential_recommender.sasrec import SASRecCache
 from recbole_rsir.trainer.trainer import RSIRTrainer
 from recbole_rsir.utils import get_model
 
 SEED = 11
 
 
-def build(data_path, model_name="SASRec", train_epochs=0, **overrides):
+def build(data_path, model_name="SASRec", train_epochs=0, model_class=None, **overrides):
     """(config, train dataset, training sequences, model) for the atomic dataset 'tiny'."""
     config, _, train, valid, _ = build_tiny(data_path, model_name, **overrides)
     sequences = training_sequences(train.dataset)
-    model = get_model(model_name)(config, train.dataset).to(config["device"])
+    model = (model_class or get_model(model_name))(config, train.dataset).to(config["device"])
     if train_epochs:
         config["epochs"] = train_epochs
         loader = SequenceTrainLoader(sequences, config["train_batch_size"], config["MAX_ITEM_LIST_LENGTH"],
@@ -101,10 +109,11 @@ def test_batch_size_does_not_change_output(trained):
 
 def test_cache_equals_reencoding(trained, monkeypatch):
     model = trained["model"]
-    assert KVCache.fits(model)
+    assert type(decoder_for(model, 1)) is SASRecCache
     settings = dataclasses.replace(trained["settings"], topk=2, prefix_len="random", batch_size=9)
     cached = generate(model, trained["seeds"], settings, SEED)
-    monkeypatch.setattr(KVCache, "fits", staticmethod(lambda model: False))
+    monkeypatch.setattr(type(model), "cache_class", None)
+    assert type(decoder_for(model, 1)) is ReEncoder
     assert_same(cached, generate(model, trained["seeds"], settings, SEED))
 
 
@@ -114,7 +123,7 @@ def test_cache_hidden_states_match_model(trained):
     source = generator_module.SlotSource(seeds, torch.full((len(seeds),), 3), settings, model.n_items,
                                          model.device)
     batch = source.rows(0, len(seeds))
-    cache, plain = KVCache(model, len(seeds)), generator_module.ReEncoder(model)
+    cache, plain = SASRecCache(model, len(seeds)), ReEncoder(model)
     torch.testing.assert_close(cache.start(batch), plain.start(batch))
     for item in (5, 6, 7):
         batch.append(torch.full((len(batch),), item))
@@ -134,10 +143,15 @@ def test_float32_model(trained):
     assert_same(fast, generate_reference(trained["model32"], trained["seeds"], settings, SEED))
 
 
-@pytest.mark.parametrize("model_name, decoder", [("GRU4Rec", ReEncoder), ("HSTU", HSTUCache), ("CL4SRec", KVCache)])
-def test_other_backbones(trained, model_name, decoder):
-    """Untrained, so scores are arbitrary; GRU4Rec re-encodes, HSTU and CL4SRec (a SASRec) are cached."""
-    _, _, seeds, model = build(trained["path"], model_name)
+@pytest.mark.parametrize("model_name, model_class, decoder", [
+    ("GRU4Rec", None, GRU4RecCache), ("HSTU", None, HSTUCache), ("CL4SRec", None, SASRecCache),
+    ("BERT4Rec", None, FullSortDecoder), ("GRU4Rec", RecBoleGRU4Rec, FullSortDecoder),
+    ("Caser", None, FullSortDecoder)])
+def test_other_models(trained, model_name, model_class, decoder):
+    """Untrained, so scores are arbitrary. Backbones decode through their caches (CL4SRec is a
+    SASRec); BERT4Rec, Caser (which reads the user) and RecBole's own GRU4Rec class through
+    full_sort_predict."""
+    _, _, seeds, model = build(trained["path"], model_name, model_class=model_class)
     assert type(decoder_for(model, 1)) is decoder
     settings = dataclasses.replace(trained["settings"], topk=2, batch_size=16, tau=10)
     model.double()
@@ -151,21 +165,18 @@ def test_subclass_computing_otherwise_is_not_cached(trained):
 
     class Scaled(base):
         def sequence_output(self, item_seq, item_seq_len, time_seq=None):
-            self.gather_indexes = lambda output, index: output
-            try:
-                return 2 * base.forward(self, item_seq, item_seq_len) + 1
-            finally:
-                del self.gather_indexes
+            return 2 * base.sequence_output(self, item_seq, item_seq_len) + 1
 
     model = copy.copy(trained["model32"])
     model.__class__ = Scaled
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert not KVCache.fits(model)
+        assert type(decoder_for(model, 1)) is ReEncoder
+        assert not model.can_pack()
     assert any("re-encodes" in str(w.message) for w in caught)
 
 
-# ---- HSTU's cache ----------------------------------------------------------------------
+# ---- HSTU's and GRU4Rec's caches -------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def hstu(trained):
@@ -175,11 +186,20 @@ def hstu(trained):
     return dict(seeds=seeds, model32=model, model=copy.deepcopy(model).double())
 
 
+@pytest.fixture(scope="module")
+def gru(trained):
+    """This package's GRU4Rec (2 GRU layers), untrained; float32 and float64."""
+    _, _, seeds, model = build(trained["path"], "GRU4Rec", num_layers=2)
+    return dict(seeds=seeds, model32=model, model=copy.deepcopy(model).double())
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_hstu_cache_hidden_states_match_model(trained, hstu, dtype):
+@pytest.mark.parametrize("name, cache_class", [("hstu", HSTUCache), ("gru", GRU4RecCache)])
+def test_cache_hidden_states_match_model_as_rows_come_and_go(trained, request, name, cache_class, dtype):
     """Rows of different lengths, rows dropped and reordered, new rows started after them:
     as in the generator, the cache's last hidden states are the re-encoded ones."""
-    model, seeds = hstu["model" if dtype == torch.float64 else "model32"], hstu["seeds"]
+    fixture = request.getfixturevalue(name)
+    model, seeds = fixture["model" if dtype == torch.float64 else "model32"], fixture["seeds"]
     tolerance = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
     check = lambda got, want: torch.testing.assert_close(got, want, **tolerance)
     settings = dataclasses.replace(trained["settings"], m=1)
@@ -189,7 +209,7 @@ def test_hstu_cache_hidden_states_match_model(trained, hstu, dtype):
     half = len(seeds) // 2
     batch = source.rows(0, half)
     assert len(set(batch.length.tolist())) > 1
-    cache, plain = HSTUCache(model, len(seeds)), ReEncoder(model)
+    cache, plain = cache_class(model, len(seeds)), ReEncoder(model)
     check(cache.start(batch), plain.start(batch))
     for step in range(3):
         batch.append(appended(batch, step))
@@ -234,7 +254,9 @@ def test_same_items_at_other_times_are_other_contexts(trained, hstu):
     assert any(by_user.get(u) != by_user.get(u + len(seeds)) for u in range(len(seeds)))
 
 
-def test_hstu_cache_is_not_used_when_it_would_differ(hstu, monkeypatch):
+def test_hstu_cache_follows_the_models_own_computation(trained, hstu, monkeypatch):
+    """The cache runs the blocks' own code: a subclass computing otherwise re-encodes, and a
+    change to a block's computation reaches the cache and the whole-sequence pass alike."""
     model = hstu["model32"]
 
     class Shifted(type(model)):
@@ -243,14 +265,20 @@ def test_hstu_cache_is_not_used_when_it_would_differ(hstu, monkeypatch):
 
     shifted = copy.copy(model)
     shifted.__class__ = Shifted
-    assert type(decoder_for(shifted, 1)) is ReEncoder
-    # a cache that forgot the time bias: the probe sees it
-    bias = HSTUCache._bias
-    monkeypatch.setattr(HSTUCache, "_bias", staticmethod(lambda rab, offset, log_gap: bias(rab, offset, None)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert not HSTUCache.fits(model)
+        assert type(decoder_for(shifted, 1)) is ReEncoder
     assert any("re-encodes" in str(w.message) for w in caught)
+    seeds = hstu["seeds"]
+    settings = dataclasses.replace(trained["settings"], m=1)
+    rows = generator_module.SlotSource(seeds, torch.full((len(seeds),), 4), settings, model.n_items,
+                                       model.device).rows(0, len(seeds))
+    timed = HSTUCache(model, len(seeds)).start(rows)
+    bias = RelativeAttentionBias.bias        # a time bias that forgets the time: both paths follow
+    monkeypatch.setattr(RelativeAttentionBias, "bias", lambda rab, offset, gap=None: bias(rab, offset, None))
+    untimed = HSTUCache(model, len(seeds)).start(rows)
+    torch.testing.assert_close(untimed, ReEncoder(model).start(rows), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(untimed, timed)
 
 
 # ---- (e) chunked scoring ---------------------------------------------------------------

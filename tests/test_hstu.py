@@ -8,7 +8,7 @@ from recbole.data.interaction import Interaction
 
 from conftest import tiny_config_dict
 from recbole_rsir.config import Config
-from recbole_rsir.model import causal
+from recbole_rsir.model.backbone import time_field
 from recbole_rsir.model.sequential_recommender import HSTU
 from recbole_rsir.model.sequential_recommender.hstu import time_buckets
 from recbole_rsir.utils import get_model
@@ -40,7 +40,7 @@ def test_yaml_defaults_and_lookup(tiny_data_path):
     assert (config["hidden_size"], config["n_layers"], config["n_heads"]) == (64, 4, 4)
     assert (config["attention_dim"], config["linear_dim"], config["temperature"]) == (16, 16, 0.05)
     assert (config["num_time_buckets"], config["train_loss"], config["loss_type"]) == (128, "sampled_softmax", "CE")
-    assert HSTU.TIME_SEQ == "timestamp_list" == causal.time_field(HSTU)
+    assert HSTU.TIME_SEQ == "timestamp_list" == time_field(HSTU)
 
 
 def test_shapes_and_normalised_scores(tiny_data_path):
@@ -54,14 +54,13 @@ def test_shapes_and_normalised_scores(tiny_data_path):
     torch.testing.assert_close(out[valid].norm(dim=-1), torch.ones(int(valid.sum())))
     last = model.forward(seq, length, times)
     torch.testing.assert_close(last, out[torch.arange(len(seq)), length - 1])
-    logits = causal.item_logits(model, last)
+    logits = model.item_logits(last)
     assert logits.shape == (len(seq), model.n_items)
     assert logits.abs().max() <= 1 / model.temperature + 1e-4
     items = torch.tensor([5, 2, 9])
-    torch.testing.assert_close(causal.item_logits(model, last, items), logits[:, items])
+    torch.testing.assert_close(model.item_logits(last, items), logits[:, items])
     targets = batch["item_id"]
-    torch.testing.assert_close(causal.target_logits(model, last, targets), logits[torch.arange(len(seq)), targets])
-    torch.testing.assert_close(causal.sequence_output(model, seq, length, times), out)
+    torch.testing.assert_close(model.target_logits(last, targets), logits[torch.arange(len(seq)), targets])
 
 
 def reference_output(model, items, time_seq):
@@ -174,7 +173,7 @@ def test_sampled_softmax_masks_accidental_hits(tiny_data_path):
     torch.manual_seed(5)
     negatives = torch.randint(1, model.n_items, (40,))
     output = model.forward(batch["item_id_list"], batch["item_length"], batch["timestamp_list"])
-    scores = causal.item_logits(model, output)
+    scores = model.item_logits(output)
     rows = []
     for r, target in enumerate(batch["item_id"].tolist()):
         kept = [scores[r, n] for n in negatives.tolist() if n != target]
@@ -192,5 +191,5 @@ def test_full_sort_predict_agrees_with_predict_and_reads_time(tiny_data_path):
     torch.testing.assert_close(model.predict(batch), full[torch.arange(len(full)), batch["item_id"]])
     untimed = Interaction({k: batch[k] for k in batch.interaction if k != "timestamp_list"})
     seq, length = batch["item_id_list"], batch["item_length"]
-    torch.testing.assert_close(model.full_sort_predict(untimed), causal.item_logits(model, model.forward(seq, length)))
+    torch.testing.assert_close(model.full_sort_predict(untimed), model.item_logits(model.forward(seq, length)))
     assert not torch.allclose(model.full_sort_predict(untimed), full)

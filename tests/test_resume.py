@@ -11,10 +11,10 @@ from test_rounds import SMALL, run_cli
 
 from recbole_rsir.data.merge import training_loader
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
-from recbole_rsir.errors import ConfigError
-from recbole_rsir.trainer.rounds import FAULT_ENV, RSIRRounds
-from recbole_rsir.trainer.store import OutputError, RoundStore
-from recbole_rsir.trainer.trainer import NonFiniteLossError, RSIRTrainer
+from recbole_rsir.errors import ConfigError, NonFiniteLossError, OutputError
+from recbole_rsir.rounds.loop import FAULT_ENV, RSIRRounds
+from recbole_rsir.rounds.store import RoundStore
+from recbole_rsir.trainer.trainer import RSIRTrainer
 from recbole_rsir.utils import get_model
 
 
@@ -151,7 +151,7 @@ def test_full_disk_while_saving_a_round_is_a_clear_error(tiny_data_path, monkeyp
 
     monkeypatch.setattr(np, "savez", no_space)
     with pytest.raises(OutputError, match="cannot save round 0 in .*: No space left on device"):
-        store.commit(0, {}, SequenceSet.empty())
+        store.commit(0, {}, SequenceSet.empty(), {})
 
 
 def test_nan_loss_stops_with_round_and_epoch_and_keeps_finished_rounds(tiny_data_path):

@@ -7,15 +7,18 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 from conftest import build_tiny, make_rows
 from recbole.data import create_dataset
+from recbole.trainer import Trainer
 
-from recbole_rsir.config import Config
+from recbole_rsir.config import Config, plain_config
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import eval_targets, training_sequences
+from recbole_rsir.errors import ConfigError
 from recbole_rsir.generation.reference import generate_reference
 from recbole_rsir.generation.rules import GenerationSettings
-from recbole_rsir.trainer.rounds import RSIRRounds
+from recbole_rsir.rounds.loop import RSIRRounds
 from recbole_rsir.utils import get_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,7 +106,8 @@ def test_cli_end_to_end_writes_results_and_synthetic_data(tiny_data_path):
     loaded = create_dataset(Config("SASRec", "tiny-rsir-round1", config_dict={"data_path": out, "state": "WARNING"}))
     assert loaded.user_num - 1 == results["rounds"][1]["n_synthetic_sequences"]
     assert os.path.isfile(os.path.join(syn_dir, "tiny-rsir-round1.inter"))
-    assert os.path.isfile(os.path.join(out, "config.yaml"))
+    with open(os.path.join(out, "config.yaml"), encoding="utf-8") as f:
+        assert yaml.safe_load(f) == results["config"]              # saved config = the one the run used
     assert not os.path.exists(os.path.join(tiny_data_path, "saved"))   # nothing left in the cwd
 
 
@@ -173,11 +177,29 @@ def test_cli_recbole_train_path_and_finetune(tiny_data_path):
     assert len(rounds) == 3 and np.all(np.diff([r["n_synthetic_sequences"] for r in rounds]) >= 0)
 
 
-def test_rounds_refuse_a_trainer_without_the_rsir_hooks(tiny):
-    from recbole.trainer import Trainer
+class UsersTrainer(Trainer):
+    """A user's own RecBole trainer."""
 
-    from recbole_rsir.errors import ConfigError
 
-    config, _, train_data, valid_data, test_data = tiny
-    with pytest.raises(ConfigError, match="need RSIRTrainer or a subclass of it, not Trainer"):
+@pytest.mark.parametrize("trainer_class", [Trainer, UsersTrainer])
+def test_rounds_run_with_recboles_own_trainer_on_recboles_path(tiny_data_path, trainer_class):
+    config, _, train_data, valid_data, test_data = build_tiny(tiny_data_path, rsir_rounds=1, rsir_tau=10)
+    assert config["train_path"] == "all_positions"            # chosen for SASRec, a backbone
+    rounds = RSIRRounds(config, train_data, valid_data, test_data, trainer_class=trainer_class)
+    assert config["train_path"] == "recbole"                  # the only path RecBole's Trainer has
+    results = rounds.run()
+    assert [r.round for r in results] == [0, 1] and results[1].n_synthetic_sequences > 0
+    for r in results:
+        assert set(r.protocols) == {"recbole", "exclude_history"} and r.best_epoch >= 0
+        assert all(math.isfinite(v) for p in r.protocols.values() for s in p.values() for v in s.values())
+    with open(os.path.join(config["rsir_output_dir"], "config.yaml"), encoding="utf-8") as f:
+        assert yaml.safe_load(f) == plain_config(config)       # the saved config is the one used
+    state = rounds.store.load(1)[2]                            # RecBole's checkpoint became weights only
+    assert set(state) == set(get_model("SASRec")(config, train_data.dataset).state_dict())
+
+
+def test_rounds_refuse_an_explicit_all_position_path_for_recboles_trainer(tiny_data_path):
+    config, _, train_data, valid_data, test_data = build_tiny(tiny_data_path, train_path="all_positions")
+    with pytest.raises(ConfigError, match="train_path all_positions needs RSIRTrainer or a subclass of it; "
+                                          "Trainer trains on RecBole's path"):
         RSIRRounds(config, train_data, valid_data, test_data, trainer_class=Trainer)

@@ -5,14 +5,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import build_tiny
+from recbole.trainer import Trainer
 
 from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks, pack
 from recbole_rsir.data.merge import prefix_rows
 from recbole_rsir.data.sequences import eval_targets, training_sequences
-from recbole_rsir.model.causal import sequence_output
+from recbole_rsir.errors import NonFiniteLossError
+from recbole_rsir.evaluation.by_length import full_sort_by_length
+from recbole_rsir.evaluation.history_mask import mask_earlier_items
 from recbole_rsir.model.dropout import FastDropout
-from recbole_rsir.trainer import trainer as trainer_module
-from recbole_rsir.trainer.trainer import NonFiniteLossError, RSIRTrainer, full_sort_by_length
+from recbole_rsir.trainer import positions as positions_module
+from recbole_rsir.trainer.trainer import RSIRTrainer
 from recbole_rsir.utils import get_model
 
 
@@ -22,8 +25,10 @@ def _setup(tiny_data_path, **overrides):
     return config, train_data, valid_data, test_data, model, RSIRTrainer(config, model)
 
 
-def test_all_position_loss_equals_recbole_loss_over_all_prefixes(tiny_data_path):
-    config, train_data, _, _, model, trainer = _setup(tiny_data_path, MAX_ITEM_LIST_LENGTH=50, train_loss="full_ce")
+@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
+def test_all_position_loss_equals_recbole_loss_over_all_prefixes(tiny_data_path, model_name):
+    config, train_data, _, _, model, trainer = _setup(tiny_data_path, model=model_name, MAX_ITEM_LIST_LENGTH=50,
+                                                      train_loss="full_ce")
     real = training_sequences(train_data.dataset)
     loader = SequenceTrainLoader(real, batch_size=len(real), max_len=50, seed=0)
     items, lengths, times = next(iter(loader))
@@ -65,15 +70,15 @@ def _loss_and_grads(trainer, batch):
     return loss.detach(), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
 
 
-@pytest.mark.parametrize("model_name", ["SASRec", "HSTU", "CL4SRec"])
+@pytest.mark.parametrize("model_name", ["SASRec", "HSTU", "CL4SRec", "GRU4Rec"])
 def test_length_chunks_give_the_loss_and_gradient_of_one_pass(tiny_data_path, monkeypatch, model_name):
     config, train_data, _, _, model, trainer = _setup(tiny_data_path, model=model_name, train_loss="full_ce")
     batch = _varied_batch(train_data)
     assert len(length_chunks(batch[1])) == 3
-    monkeypatch.setattr(trainer_module, "supports_packing", lambda model: False)    # SASRec would pack
+    monkeypatch.setattr(model, "packs_rows", False)    # SASRec would pack
 
     loss, grads = _loss_and_grads(trainer, batch)
-    monkeypatch.setattr(trainer_module, "length_chunks", lambda lengths: [torch.arange(len(lengths))])
+    monkeypatch.setattr(positions_module, "length_chunks", lambda lengths: [torch.arange(len(lengths))])
     one_loss, one_grads = _loss_and_grads(trainer, batch)
     assert torch.allclose(loss, one_loss, atol=1e-10)
     assert len(grads) == len(one_grads) > 0
@@ -85,8 +90,9 @@ def test_packed_sasrec_gives_the_loss_and_gradient_of_separate_rows(tiny_data_pa
     batch = _varied_batch(train_data)
     assert len(pack(*batch[:2]).inputs) < len(batch[1])         # some rows do hold several sequences
 
+    assert model.can_pack()
     loss, grads = _loss_and_grads(trainer, batch)
-    monkeypatch.setattr(trainer_module, "supports_packing", lambda model: False)
+    monkeypatch.setattr(model, "packs_rows", False)
     chunked_loss, chunked_grads = _loss_and_grads(trainer, batch)
     assert torch.allclose(loss, chunked_loss, atol=1e-10)
     assert len(grads) == len(chunked_grads) > 0
@@ -123,7 +129,7 @@ def test_sampled_softmax_loss_equals_manual_computation(tiny_data_path):
     state = trainer._neg_generator.get_state()
     loss = trainer.position_loss(items, lengths, times)
     negatives = torch.randint(1, model.n_items, (5,), generator=torch.Generator().set_state(state))
-    out = sequence_output(model, items[:, :-1], lengths - 1)
+    out = model.sequence_output(items[:, :-1], lengths - 1)
     expected = []
     for b in range(len(lengths)):
         for t in range(int(lengths[b]) - 1):
@@ -148,16 +154,17 @@ def test_exclude_history_masks_exactly_the_users_earlier_items(tiny_data_path):
     real = training_sequences(train_data.dataset)
     history = {int(u): real[i].tolist() for i, u in enumerate(real.users)}
     valid_targets = eval_targets(valid_data.dataset)
-    trainer.set_eval_history(valid_data.dataset, history)
-    trainer.set_eval_history(test_data.dataset, {u: h + [valid_targets[u]] for u, h in history.items()})
-    for data, extra in ((valid_data, {}), (test_data, valid_targets)):
-        trainer._eval_history = trainer._histories[id(data.dataset)]
+    loaders = mask_earlier_items(train_data.dataset, valid_data, test_data)
+    recbole_trainer = Trainer(config, model)         # RecBole's own evaluation reads the same mask
+    recbole_trainer.tot_item_num = valid_data.dataset.item_num     # as its evaluate() sets it
+    for data, extra in zip(loaders, ({}, valid_targets)):
         for batch in data:
-            interaction, scores, _, _ = trainer._full_sort_batch_eval(batch)
-            for row, user in enumerate(interaction["user_id"].tolist()):
-                masked = set(torch.nonzero(torch.isinf(scores[row])).view(-1).tolist())
-                assert masked == {0} | set(history[user]) | ({extra[user]} if user in extra else set())
-    result = trainer.evaluate(test_data, load_best_model=False)
+            for evaluating in (trainer, recbole_trainer):
+                interaction, scores, _, _ = evaluating._full_sort_batch_eval(batch)
+                for row, user in enumerate(interaction["user_id"].tolist()):
+                    masked = set(torch.nonzero(torch.isinf(scores[row])).view(-1).tolist())
+                    assert masked == {0} | set(history[user]) | ({extra[user]} if user in extra else set())
+    result = trainer.evaluate(loaders[1], load_best_model=False)
     assert all(math.isfinite(v) for v in result.values())
 
 

@@ -60,7 +60,7 @@ def training_loader(config, train_data, real, synthetic):
     if len(synthetic) == 0:
         return train_data
     merged = train_dataset.copy(cat_interactions([train_dataset.inter_feat, prefix_rows(train_dataset, synthetic)]))
-    return TrainDataLoader(config, merged, None, shuffle=True)
+    return TrainDataLoader(config, merged, train_data._sampler, shuffle=True)   # its negatives, if it samples any
 
 
 def write_synthetic(path, dataset, synthetic, round_index):

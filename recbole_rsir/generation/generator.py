@@ -13,10 +13,13 @@ What is batched, and how:
   and a pending one takes its place, so batches stay full;
 - the fidelity test needs no loop: rank = 1 + #strictly higher <= tau exactly when an
   item's score is >= the tau-th largest score of items 1..n_items-1;
-- with ``score_chunk > 0`` the catalogue is scored in chunks: the tau-th largest score and
-  the pool's top k are merged from per-chunk top-k's, so no [batch, n_items] tensor exists;
-- SASRec and HSTU keep per-layer keys and values (cache.py) and encode only the newest
-  item at each step; other backbones re-encode the whole context.
+- with ``score_chunk > 0`` a backbone scores the catalogue in chunks: the tau-th largest
+  score and the pool's top k are merged from per-chunk top-k's, so no [batch, n_items]
+  tensor exists;
+- a backbone decodes through its own cache (``model.new_cache``: SASRec and HSTU keep
+  per-layer keys and values, GRU4Rec its GRU state) and encodes only the newest item at each
+  step; any other RecBole model scores every row's whole context with its own
+  ``full_sort_predict`` (full_sort.py: slower, the same result).
 
 All randomness comes from rules.draw_randomness indexed by (slot, step), so the output
 does not depend on batch size, chunking, or the decoding path. What can differ from the
@@ -31,10 +34,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from recbole_rsir.generation.cache import HSTUCache, KVCache
+from recbole_rsir.generation.full_sort import FullSortDecoder
 from recbole_rsir.generation.rules import (StepCounts, accept, draw_randomness, pick_from_top, prefix_lengths,
                                           time_gap)
-from recbole_rsir.model.causal import item_logits, sequence_output, time_field
+from recbole_rsir.model.backbone import is_backbone, time_field
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Batch:
     history: torch.Tensor   # [N, S]     the seed's distinct items, ascending; padded with n_items
     used: torch.Tensor      # [N, S]     history item already in context (padding counts as used)
     distinct: torch.Tensor  # [N]        distinct items in context
+    user: torch.Tensor      # [N]        the seed's user
 
     def __len__(self):
         return len(self.slot)
@@ -110,34 +114,13 @@ class SlotSource:
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
         return Batch(to(slot), to(context.astype(np.int64)), to(times.astype(np.float64)),
                      to(prefix.astype(np.int64)), to(prefix.astype(np.int64)), to(self.gaps[s]),
-                     to(history.astype(np.int64)), to(used), to(distinct.astype(np.int64)))
-
-
-class ReEncoder:
-    """Any causal backbone: the whole context is encoded again; its last position is read."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def start(self, batch):
-        return self.extend(batch)
-
-    def extend(self, batch):
-        width = int(batch.length.max())
-        time_seq = batch.times[:, :width].float() if time_field(self.model) else None
-        output = sequence_output(self.model, batch.context[:, :width], batch.length, time_seq)
-        return output[torch.arange(len(batch), device=output.device), batch.length - 1]
-
-    def keep(self, index):
-        pass
+                     to(history.astype(np.int64)), to(used), to(distinct.astype(np.int64)),
+                     to(self.seeds.users[s]))
 
 
 def decoder_for(model, capacity):
-    """A cache for up to ``capacity`` rows if one computes ``model``'s hidden states, else a ReEncoder."""
-    for cache in (KVCache, HSTUCache):
-        if cache.fits(model):
-            return cache(model, capacity)
-    return ReEncoder(model)
+    """A backbone's own cache for up to ``capacity`` rows; for any other model, its full_sort_predict."""
+    return model.new_cache(capacity) if is_backbone(model) else FullSortDecoder(model)
 
 
 @dataclass
@@ -162,24 +145,28 @@ def merge_top(values, items, new_values, new_items, k):
     return top, torch.cat([items, new_items], dim=1).gather(1, index)
 
 
-def score_catalogue(model, hidden, batch, settings, catalogue):
-    """Scores of the catalogue given each row's context, reduced to what the step needs.
+def score_catalogue(decoder, hidden, batch, settings, catalogue):
+    """Scores of the catalogue given each row's context (``decoder.scores`` of its ``hidden``
+    output), reduced to what the step needs.
 
     One top list of the whole catalogue serves both tests: its tau-th value is the
     fidelity threshold, and its first k items outside the context are the catalogue
     pool's top k (it is long enough: k + the context's length). Rows with the same
     context (the m slots of a seed start alike) have the same scores, so each distinct
-    context is scored once; for a backbone that reads time, a context is its items and
-    their timestamps (two seeds may start with the same items at other times). The
+    context is scored once; for a model that reads time, a context is its items and
+    their timestamps (two seeds may start with the same items at other times), and for a
+    model that may read the user (not a backbone), also its user. The
     catalogue is scored in chunks of ``score_chunk`` items (all at once when 0) whose top
     lists are merged: memory holds [contexts, chunk] scores, never [N, n_items]. Scores
     are float32, as the reference's.
     """
-    n_items = model.n_items
+    model, n_items = decoder.model, decoder.n_items
     width = int(batch.length.max())
     key = batch.context[:, :width]
     if time_field(model):
         key = torch.cat([key, batch.times[:, :width].view(torch.int64)], dim=1)  # the times' bits
+    if not is_backbone(model):
+        key = torch.cat([key, batch.user.unsqueeze(1)], dim=1)
     contexts, row_context = torch.unique(key, dim=0, return_inverse=True)
     contexts = contexts[:, :width]
     first_row = torch.full((len(contexts),), len(batch), device=hidden.device).scatter_reduce(
@@ -196,7 +183,7 @@ def score_catalogue(model, hidden, batch, settings, catalogue):
     for start in range(0, n_items, chunk):
         stop = min(start + chunk, n_items)
         items = None if stop - start == n_items else torch.arange(start, stop, device=hidden.device)
-        scores = item_logits(model, hidden, items).float()
+        scores = decoder.scores(hidden, items).float()
         if start == 0:
             scores[:, 0] = -math.inf  # padding, never an item
         local = batch.history - start
@@ -257,14 +244,14 @@ def generate(model, seeds, settings, seed, show_progress=False):
     Same result as ``generate_reference(model, seeds, settings, seed)``.
     """
     model.eval()
-    device, n_items, max_len = model.device, model.n_items, settings.max_len
+    device, max_len = model.device, settings.max_len
     n_slots = len(seeds) * settings.m
+    decoder = decoder_for(model, min(settings.batch_size, n_slots))
+    n_items = decoder.n_items
     draws = draw_randomness(n_slots, max_len, seed)
     prefix = prefix_lengths(seeds.lengths, settings, draws)
     pool_u, pick_u = draws.pool.to(device), draws.pick.to(device)
     source = SlotSource(seeds, prefix, settings, n_items, device)
-    capacity = min(settings.batch_size, n_slots)
-    decoder = decoder_for(model, capacity)
 
     sequences, times, counts = [None] * n_slots, [None] * n_slots, StepCounts()
     batch, hidden, next_slot = source.rows(0, 0), None, 0
@@ -283,7 +270,7 @@ def generate(model, seeds, settings, seed, show_progress=False):
         step = (batch.length - batch.prefix).clamp(max=max_len - 1)
         from_history = pool_u[batch.slot, step] < settings.p
         pool_size = torch.where(from_history, (~batch.used).sum(1), n_items - 1 - batch.distinct)
-        scores = score_catalogue(model, hidden, batch, settings, catalogue=bool((~from_history).any()))
+        scores = score_catalogue(decoder, hidden, batch, settings, catalogue=bool((~from_history).any()))
 
         # fidelity: some real item not yet used ranks within the top tau, or the slot ends
         finished = torch.zeros(len(batch), dtype=torch.bool, device=device)

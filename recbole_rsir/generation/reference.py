@@ -1,29 +1,27 @@
 """RSIR generation written as plainly as possible: one sequence, one step at a time.
 
 This is the specification in code. It scores through the model's own
-``full_sort_predict`` on the whole context at every step, so it works for any RecBole
-sequential model; the fast generator must produce exactly what this produces.
+``full_sort_predict`` on the whole context at every step (given as RecBole's evaluation gives
+it: see full_sort.py), so it works for any RecBole sequential model; the fast generator must
+produce exactly what this produces.
 """
 import math
 
 import torch
-from recbole.data.interaction import Interaction
 from tqdm import tqdm
 
+from recbole_rsir.generation.full_sort import context_interaction, full_sort_scores
 from recbole_rsir.generation.rules import StepCounts, accept, draw_randomness, pick_from_top, prefix_lengths, time_gap
-from recbole_rsir.model.causal import time_field
 
 
 @torch.no_grad()
-def score_context(model, context, context_times):
-    """Scores of all items (padding excluded: -inf) given one synthetic context."""
-    fields = {
-        model.ITEM_SEQ: torch.tensor([context], dtype=torch.long, device=model.device),
-        model.ITEM_SEQ_LEN: torch.tensor([len(context)], dtype=torch.long, device=model.device),
-    }
-    if time_field(model):
-        fields[time_field(model)] = torch.tensor([context_times], dtype=torch.float32, device=model.device)
-    scores = model.full_sort_predict(Interaction(fields)).view(-1).float().cpu()
+def score_context(model, context, context_times, user):
+    """Scores of all items (padding excluded: -inf) given one synthetic context of ``user``."""
+    device = model.device
+    interaction = context_interaction(
+        model, torch.tensor([context], device=device), torch.tensor([len(context)], device=device),
+        torch.tensor([user], device=device), torch.tensor([context_times], dtype=torch.float32, device=device))
+    scores = full_sort_scores(model, interaction).view(-1).float().cpu()
     scores[0] = -math.inf
     return scores
 
@@ -36,16 +34,16 @@ def passes_fidelity(scores, remaining, tau):
     return False
 
 
-def generate_one(model, seed_items, seed_times, n_prefix, pool_u, pick_u, settings, counts):
-    """One synthetic sequence (items, times) grown from ``seed_items[:n_prefix]``; its steps
-    are added to ``counts``."""
+def generate_one(model, seed_items, seed_times, user, n_prefix, pool_u, pick_u, settings, counts):
+    """One synthetic sequence (items, times) of ``user`` grown from ``seed_items[:n_prefix]``;
+    its steps are added to ``counts``."""
     history = set(seed_items)
     context = list(seed_items[:n_prefix])
     times = list(seed_times[:n_prefix])
     gap = time_gap(seed_times)
     step = 0
     while True:
-        scores = score_context(model, context, times)
+        scores = score_context(model, context, times, user)
         if settings.fidelity:
             remaining = history - set(context)
             if not remaining:
@@ -88,9 +86,10 @@ def generate_reference(model, seeds, settings, seed, show_progress=False):
     sequences, times, users, counts = [], [], [], StepCounts()
     for q in tqdm(range(n_slots), desc="Generate (reference)", ncols=100, disable=not show_progress):
         s = q // settings.m
-        items, ts = generate_one(model, seeds[s].tolist(), seeds.times(s).tolist(), int(prefix[q]),
+        user = int(seeds.users[s])
+        items, ts = generate_one(model, seeds[s].tolist(), seeds.times(s).tolist(), user, int(prefix[q]),
                                  draws.pool[q], draws.pick[q], settings, counts)
         sequences.append(items)
         times.append(ts)
-        users.append(int(seeds.users[s]))
+        users.append(user)
     return accept(sequences, times, users, prefix.tolist(), settings, counts)

@@ -4,8 +4,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from recbole_rsir.model.causal import item_logits, item_vectors, target_logits
-
 CE_CHUNK_ELEMENTS = 1 << 20
 """Logits held at once by :func:`catalogue_cross_entropy` (4 MiB): small enough to stay in cache."""
 
@@ -59,16 +57,16 @@ def catalogue_cross_entropy(hidden, weight, target, chunk_elements=CE_CHUNK_ELEM
 
 
 def next_item_loss(model, hidden, target, kind, neg_samples, generator=None):
-    """Cross-entropy of ``target`` given ``hidden`` (rows of outputs).
+    """Cross-entropy of ``target`` given ``hidden`` (rows of a backbone's outputs).
 
     ``full_ce`` scores the whole catalogue. ``sampled_softmax`` scores the target against
     ``neg_samples`` uniform negatives shared by all rows (a negative equal to a row's own
     target is masked), which removes the catalogue-sized matmul from training.
     """
     if kind == "full_ce":
-        return catalogue_cross_entropy(hidden, item_vectors(model), target)
+        return catalogue_cross_entropy(hidden, model.item_embeddings(), target)
     negatives = torch.randint(1, model.n_items, (neg_samples,), generator=generator, device=target.device)
-    negative = item_logits(model, hidden, negatives)
+    negative = model.item_logits(hidden, negatives)
     negative = negative.masked_fill(negatives.unsqueeze(0) == target.unsqueeze(1), -math.inf)
-    logits = torch.cat([target_logits(model, hidden, target).unsqueeze(1), negative], dim=1)
+    logits = torch.cat([model.target_logits(hidden, target).unsqueeze(1), negative], dim=1)
     return F.cross_entropy(logits, torch.zeros_like(target))

@@ -196,9 +196,9 @@ SECTIONS = (
             "discard saved rounds made with other settings instead of refusing", changes_results=False),
     )),
     ("training", (
-        Key("train_path", Choice("all_positions", "recbole", "auto"), "all_positions",
-            "all_positions (loss at every position of whole sequences), recbole (RecBole's one row per prefix) "
-            "or auto (all_positions where the model gives per-position outputs, else recbole)"),
+        Key("train_path", Choice("all_positions", "recbole", "auto"), "auto",
+            "auto (all_positions for models with the backbone interface, else recbole), all_positions (loss "
+            "at every position of whole sequences) or recbole (RecBole's one row per prefix)"),
         Key("train_loss", Choice("full_ce", "sampled_softmax"), "sampled_softmax",
             "sampled_softmax (the RSIR reference code's) or full_ce, on the all_positions path "
             "(HSTU: on both paths)"),

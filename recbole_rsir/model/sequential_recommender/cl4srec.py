@@ -2,11 +2,11 @@
 
 Xie et al., "Contrastive Learning for Sequential Recommendation", ICDE 2022.
 
-The encoder is SASRec's, unchanged: ``forward``, ``predict`` and ``full_sort_predict`` are
-SASRec's own methods, so anything that works on a SASRec (RecBole's Trainer, the generator's
-SASRec KV cache) works here; ``sequence_output`` is the same computation at every position
-that also accepts the mask token. Training adds ``lmd * InfoNCE``: each sequence of the batch gets two views made by two
-different operators among
+The encoder is this package's SASRec, unchanged but for the mask token's input vector
+(:meth:`CL4SRec.embed_items`): ``forward``, ``sequence_output``, ``predict``,
+``full_sort_predict`` and the key/value cache are SASRec's own, so anything that works on a
+SASRec (RecBole's Trainer, the generator's cache) works here. Training adds ``lmd * InfoNCE``:
+each sequence of the batch gets two views made by two different operators among
 
 - crop: keep a random contiguous ``eta`` fraction (the view is shorter),
 - mask: replace a random ``gamma`` fraction of the items by the mask token,
@@ -22,7 +22,8 @@ from ``item_embedding`` so that the item table, and every score, covers exactly 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from recbole.model.sequential_recommender import SASRec
+
+from recbole_rsir.model.sequential_recommender.sasrec import SASRec
 
 CROP, MASK, REORDER = 0, 1, 2
 
@@ -74,6 +75,10 @@ def operator_pairs(batch_size, device):
 
 
 class CL4SRec(SASRec):
+    packs_rows = False
+    """Its recorded results were trained one pass per length part; packing keeps the loss but
+    draws the dropout masks in another order, so it waits until CL4SRec is measured again."""
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.lmd = config["lmd"]
@@ -91,13 +96,6 @@ class CL4SRec(SASRec):
         is_mask = item_seq == self.mask_token
         emb = self.item_embedding(item_seq.masked_fill(is_mask, 0))
         return torch.where(is_mask.unsqueeze(-1), self.mask_embedding.weight[0], emb)
-
-    def sequence_output(self, item_seq, item_seq_len, time_seq=None):
-        position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
-        input_emb = self.embed_items(item_seq) + self.position_embedding(position_ids).unsqueeze(0)
-        input_emb = self.dropout(self.LayerNorm(input_emb))
-        attention_mask = self.get_attention_mask(item_seq)
-        return self.trm_encoder(input_emb, attention_mask, output_all_encoded_layers=True)[-1]
 
     # ---- contrastive term -------------------------------------------------------------
     def augment(self, item_seq, item_seq_len, operators):

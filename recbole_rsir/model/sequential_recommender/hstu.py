@@ -31,15 +31,20 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import SequentialRecommender
 
+from recbole_rsir.model.backbone import Backbone, RowCache
 from recbole_rsir.model.loss import next_item_loss
+
+
+def log_buckets(gap, num_buckets, base):
+    """Log bucket ``floor(ln(max(|gap|, 1)) / ln(base))`` of time gaps in seconds, clamped."""
+    gap = gap.abs().clamp(min=1.0)
+    return (torch.log(gap) / math.log(base)).floor().long().clamp(0, num_buckets - 1)
 
 
 def time_buckets(time_seq, num_buckets, base):
     """``[B, L, L]`` log bucket of ``|t_i - t_j|`` (seconds) for query ``i`` and key ``j``."""
-    gap = (time_seq.unsqueeze(2) - time_seq.unsqueeze(1)).abs().clamp(min=1.0)
-    return (torch.log(gap) / math.log(base)).floor().long().clamp(0, num_buckets - 1)
+    return log_buckets(time_seq.unsqueeze(2) - time_seq.unsqueeze(1), num_buckets, base)
 
 
 class RelativeAttentionBias(nn.Module):
@@ -53,18 +58,25 @@ class RelativeAttentionBias(nn.Module):
         self.position_bias = nn.Embedding(max_len, 1)
         self.time_bias = nn.Embedding(num_time_buckets, 1)
 
-    def forward(self, length, time_seq=None):
-        """``[1 or B, L, L]``; entries with key after query are clamped to offset 0 (masked later)."""
-        positions = torch.arange(length, device=self.position_bias.weight.device)
-        offset = (positions.unsqueeze(1) - positions.unsqueeze(0)).clamp(0, self.max_len - 1)
-        bias = self.position_bias(offset).squeeze(-1).unsqueeze(0)
-        if time_seq is not None:
-            buckets = time_buckets(time_seq, self.num_time_buckets, self.time_bucket_base)
-            bias = bias + self.time_bias(buckets).squeeze(-1)
+    def bias(self, offset, gap=None):
+        """Bias of queries and keys ``offset`` positions apart (query minus key) and ``gap``
+        seconds apart (None: no time term); a key after its query gets offset 0's (masked later)."""
+        bias = self.position_bias(offset.clamp(0, self.max_len - 1)).squeeze(-1)
+        if gap is not None:
+            bias = bias + self.time_bias(log_buckets(gap, self.num_time_buckets, self.time_bucket_base)).squeeze(-1)
         return bias
+
+    def forward(self, length, time_seq=None):
+        """``[1 or B, L, L]`` for the positions of a whole sequence."""
+        positions = torch.arange(length, device=self.position_bias.weight.device)
+        offset = (positions.unsqueeze(1) - positions.unsqueeze(0)).unsqueeze(0)
+        gap = None if time_seq is None else time_seq.unsqueeze(2) - time_seq.unsqueeze(1)
+        return self.bias(offset, gap)
 
 
 class HSTUBlock(nn.Module):
+    """One block; the whole-sequence pass and the cache both run :meth:`project` then :meth:`attend`."""
+
     def __init__(self, hidden_size, n_heads, attention_dim, linear_dim, max_len,
                  num_time_buckets, time_bucket_base, hidden_dropout_prob, attn_dropout_prob,
                  layer_norm_eps):
@@ -80,28 +92,77 @@ class HSTUBlock(nn.Module):
         self.output = nn.Linear(n_heads * linear_dim, hidden_size)
         self.dropout = nn.Dropout(hidden_dropout_prob)
 
-    def forward(self, x, attention_mask, time_seq=None):
-        """``x [B, L, d]``, ``attention_mask [B, 1, L, L]`` bool (True = query may see key)."""
-        batch, length, _ = x.shape
+    def project(self, x):
+        """U ``[N, T, H * dl]`` and V, Q, K split into heads ``[N, T, H, .]`` of positions ``x [N, T, d]``."""
+        n, t, _ = x.shape
         normed = F.layer_norm(x, x.shape[-1:], eps=self.eps)
         u, v, q, k = torch.split(
             F.silu(self.uvqk(normed)),
             [self.n_heads * self.linear_dim] * 2 + [self.n_heads * self.attention_dim] * 2,
             dim=-1,
         )
-        q = q.view(batch, length, self.n_heads, self.attention_dim)
-        k = k.view(batch, length, self.n_heads, self.attention_dim)
-        v = v.view(batch, length, self.n_heads, self.linear_dim)
-        scores = torch.einsum("bihd,bjhd->bhij", q, k) + self.rab(length, time_seq).unsqueeze(1)
-        attn = F.silu(scores) / self.normaliser
-        attn = self.attn_dropout(attn.masked_fill(~attention_mask, 0.0))
-        mixed = torch.einsum("bhij,bjhd->bihd", attn, v).reshape(batch, length, -1)
+        return (u, v.view(n, t, self.n_heads, self.linear_dim), q.view(n, t, self.n_heads, self.attention_dim),
+                k.view(n, t, self.n_heads, self.attention_dim))
+
+    def attend(self, x, u, q, keys, values, bias, visible):
+        """``x + Dropout(Linear(U * LayerNorm(A V)))`` for queries ``q`` of positions ``x`` against
+        ``keys`` and ``values [N, K, H, .]``, with ``bias [N or 1, T, K]`` and ``visible [N, 1, T, K]``
+        (True = query may see key)."""
+        scores = torch.einsum("bihd,bjhd->bhij", q, keys) + bias.unsqueeze(1)
+        attn = self.attn_dropout((F.silu(scores) / self.normaliser).masked_fill(~visible, 0.0))
+        mixed = torch.einsum("bhij,bjhd->bihd", attn, values).reshape(x.shape[0], x.shape[1], -1)
         mixed = F.layer_norm(mixed, mixed.shape[-1:], eps=self.eps)
         return x + self.dropout(self.output(u * mixed))
 
+    def forward(self, x, attention_mask, time_seq=None):
+        """``x [B, L, d]``, ``attention_mask [B, 1, L, L]`` bool (True = query may see key)."""
+        u, v, q, k = self.project(x)
+        return self.attend(x, u, q, k, v, self.rab(x.shape[1], time_seq), attention_mask)
 
-class HSTU(SequentialRecommender):
+
+class HSTUCache(RowCache):
+    """Per block, the keys and values of up to ``capacity`` rows, for one HSTU model; with
+    them each position's timestamp, which a later query's time bias needs.
+
+    A query at position i sees keys j <= i of its row (every position i < length holds an
+    item, so causality is the model's whole mask). Timestamps are the ones the model gets
+    from re-encoding: the batch's, as float32.
+    """
+
+    def __init__(self, model, capacity):
+        super().__init__(model)
+        weight = model.item_embedding.weight
+        shape = (capacity, model.max_seq_length)
+        self.keys = [weight.new_zeros((*shape, block.n_heads, block.attention_dim)) for block in model.blocks]
+        self.values = [weight.new_zeros((*shape, block.n_heads, block.linear_dim)) for block in model.blocks]
+        self.times = weight.new_zeros(shape, dtype=torch.float32)
+
+    def _row_tensors(self):
+        return [cache[:, :self.width] for cache in self.keys + self.values + [self.times]]
+
+    def _encode(self, slots, items, positions, times):
+        model = self.model
+        width = int(positions.max()) + 1  # keys any query here may see
+        row_index = self.row_index(slots, positions)
+        visible = self.visible(positions, width).unsqueeze(1)
+        offset = positions.unsqueeze(-1) - torch.arange(width, device=positions.device)
+        gap = None
+        if times is not None:
+            self.times[row_index, positions] = times
+            gap = times.unsqueeze(-1) - self.times[slots, :width].unsqueeze(1)
+        x = model.embed(items, positions)
+        for block, keys, values in zip(model.blocks, self.keys, self.values):
+            u, v, q, k = block.project(x)
+            keys[row_index, positions] = k
+            values[row_index, positions] = v
+            bias = block.rab.bias(offset, gap)
+            x = block.attend(x, u, q, keys[slots, :width], values[slots, :width], bias, visible)
+        return F.normalize(x, dim=-1)
+
+
+class HSTU(Backbone):
     TIME_SEQ = "timestamp_list"
+    cache_class = HSTUCache
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -140,13 +201,17 @@ class HSTU(SequentialRecommender):
             module.bias.data.zero_()
 
     # ---- encoder --------------------------------------------------------------------
-    def sequence_output(self, item_seq, item_seq_len, time_seq=None):
-        length = item_seq.size(1)
-        positions = torch.arange(length, device=item_seq.device)
-        valid = item_seq > 0
+    def embed(self, item_seq, positions):
+        """The first block's input: ``Dropout(item * sqrt(d) + position)``, zero on padding;
+        ``positions`` is ``[N, T]``, or ``[1, T]`` for rows that all start at position 0."""
         x = self.item_embedding(item_seq) * math.sqrt(self.hidden_size)
-        x = self.dropout(x + self.position_embedding(positions).unsqueeze(0))
-        x = x * valid.unsqueeze(-1)
+        x = self.dropout(x + self.position_embedding(positions))
+        return x * (item_seq > 0).unsqueeze(-1)
+
+    def sequence_output(self, item_seq, item_seq_len, time_seq=None):
+        positions = torch.arange(item_seq.size(1), device=item_seq.device)
+        valid = item_seq > 0
+        x = self.embed(item_seq, positions.unsqueeze(0))
         causal = positions.unsqueeze(1) >= positions.unsqueeze(0)
         attention_mask = (causal.unsqueeze(0) & valid.unsqueeze(1)).unsqueeze(1)
         for block in self.blocks:
@@ -158,8 +223,7 @@ class HSTU(SequentialRecommender):
 
     def item_embeddings(self, items=None):
         """What outputs are dotted with: L2-normalised item embeddings over the temperature."""
-        weight = self.item_embedding.weight if items is None else self.item_embedding(items)
-        return F.normalize(weight, dim=-1) / self.temperature
+        return F.normalize(super().item_embeddings(items), dim=-1) / self.temperature
 
     # ---- RecBole interface ------------------------------------------------------------
     def _encode(self, interaction):
@@ -171,8 +235,7 @@ class HSTU(SequentialRecommender):
                               self.train_loss, self.train_neg_samples)
 
     def predict(self, interaction):
-        output = self._encode(interaction)
-        return (output * self.item_embeddings(interaction[self.ITEM_ID])).sum(-1)
+        return self.target_logits(self._encode(interaction), interaction[self.ITEM_ID])
 
     def full_sort_predict(self, interaction):
-        return torch.matmul(self._encode(interaction), self.item_embeddings().transpose(0, 1))
+        return self.item_logits(self._encode(interaction))

@@ -1,11 +1,11 @@
 """Finished rounds on disk, so an interrupted run loses at most the round in progress.
 
 ``rsir_output_dir/rounds/round<k>/`` holds a finished round: ``model.pth`` (best weights:
-tensors and plain data, loaded with ``weights_only=True``), ``synthetic.npz`` (the sequences
-accepted in that round) and ``result.json``. A round is built in ``round<k>.tmp/`` and
-renamed into place only when complete, so a folder without ``.tmp`` is always whole; its
-``model.pth`` is the training's best checkpoint so far, from which a stopped round resumes.
-Every round reseeds from (seed, round) and checkpoints carry the random streams, so resuming
+tensors only, loaded with ``weights_only=True``), ``synthetic.npz`` (the sequences accepted in
+that round) and ``result.json``. A round is built in ``round<k>.tmp/`` and renamed into place
+only when complete, so a folder without ``.tmp`` is always whole; until then its ``model.pth``
+is the trainer's best checkpoint so far, from which a stopped round resumes. Every round
+reseeds from (seed, round) and RSIRTrainer's checkpoints carry the random streams, so resuming
 gives the same results as not stopping.
 """
 import json
@@ -18,18 +18,10 @@ import torch
 import yaml
 
 from recbole_rsir.data.sequences import SequenceSet
-from recbole_rsir.errors import ConfigError, InputError
+from recbole_rsir.errors import ConfigError, CorruptFileError, OutputError
 from recbole_rsir.schema import IGNORED_KEYS
 
 RUN_CONFIG = "config.yaml"
-
-
-class CorruptFileError(InputError):
-    """A saved round that cannot be read back."""
-
-
-class OutputError(InputError):
-    """The output directory cannot take what a run must write."""
 
 
 def _unreadable(path, err):
@@ -64,9 +56,13 @@ class RoundStore:
     def checkpoint(self, k):
         return os.path.join(self.round_dir(k) + ".tmp", "model.pth")
 
-    def commit(self, k, result, synthetic):
+    def commit(self, k, result, synthetic, state_dict):
+        """Round k is finished: its best weights (in place of the trainer's checkpoint, which any
+        trainer may have written), its accepted sequences and its result, renamed into place."""
         tmp = self.round_dir(k) + ".tmp"
         try:
+            torch.save({"state_dict": state_dict}, os.path.join(tmp, "weights.pth"))
+            os.replace(os.path.join(tmp, "weights.pth"), os.path.join(tmp, "model.pth"))
             np.savez(os.path.join(tmp, "synthetic.npz"), items=synthetic.items, offsets=synthetic.offsets,
                      timestamps=synthetic.timestamps, users=synthetic.users)
             with open(os.path.join(tmp, "result.json"), "w", encoding="utf-8") as f:

@@ -1,0 +1,98 @@
+"""Checkpoints of tensors and plain data only, holding every random stream training draws from.
+
+RecBole's checkpoints pickle its Config, which torch >= 2.6 refuses to load by default, and they
+hold no random state, so a resumed fit cannot repeat an uninterrupted one. These hold the
+weights, the optimizer, early stopping's state and the random streams of dropout (torch's
+global generator), negatives and shuffling: a fit resumed with RecBole's
+``resume_checkpoint`` ends as one never stopped.
+"""
+import os
+import time
+
+import torch
+
+
+class Checkpoints:
+    """Trainer mixin: safe, complete checkpoints; ``best_epoch`` and ``train_seconds``."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self._neg_generator = torch.Generator(device=self.device).manual_seed(config["seed"])
+        self.best_epoch = -1
+        self._shuffle = None             # the training loader's generator, known once fit starts
+        self._resumed_rng = None
+        self._seconds_before = 0.0       # training time of a resumed checkpoint's epochs
+        self._fit_start = None
+
+    def fit(self, train_data, *args, **kwargs):
+        self._shuffle = getattr(train_data, "generator", None)
+        if self._resumed_rng is not None:
+            self._set_rng(self._resumed_rng)
+            self._resumed_rng = None
+        self._fit_start = time.time()
+        if self.best_epoch >= 0 and self.start_epoch >= self.epochs:
+            return self.best_valid_score, None     # resumed after its last epoch: nothing left to train
+        return super().fit(train_data, *args, **kwargs)
+
+    def train_seconds(self):
+        """Training time so far, a resumed checkpoint's share included."""
+        return self._seconds_before + (time.time() - self._fit_start if self._fit_start else 0.0)
+
+    def _rng(self):
+        streams = {"torch": torch.get_rng_state(), "negatives": self._neg_generator.get_state()}
+        if self._shuffle is not None:
+            streams["shuffle"] = self._shuffle.get_state()
+        return streams
+
+    def _set_rng(self, streams):
+        torch.set_rng_state(streams["torch"])
+        self._neg_generator.set_state(streams["negatives"])
+        if self._shuffle is not None and "shuffle" in streams:
+            self._shuffle.set_state(streams["shuffle"])
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        self.best_epoch = epoch
+        state = {
+            "model": self.config["model"],
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self._rng(),
+            "train_seconds": self.train_seconds(),
+        }
+        tmp = f"{saved_model_file}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, saved_model_file)
+
+    def resume_checkpoint(self, resume_file):
+        """RecBole's resume for these checkpoints: training continues after the saved (best) epoch
+        with its weights, optimizer, early-stopping count and random streams."""
+        checkpoint = torch.load(resume_file, map_location=self.device, weights_only=True)
+        if checkpoint["model"].lower() != self.config["model"].lower():
+            raise ValueError(f"{resume_file} holds a {checkpoint['model']} model, not {self.config['model']}")
+        self.saved_model_file = resume_file
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.best_epoch = checkpoint["epoch"]
+        self.start_epoch = self.best_epoch + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self._seconds_before = checkpoint.get("train_seconds", 0.0)
+        self._resumed_rng = checkpoint.get("rng")
+        if self._resumed_rng is None:
+            self.logger.warning(f"{resume_file} holds no random-stream state (saved by an earlier version): "
+                                f"training continues from epoch {self.start_epoch} but will not repeat an "
+                                f"uninterrupted run exactly")
+
+    def load_best(self, model_file=None):
+        checkpoint = torch.load(model_file or self.saved_model_file, map_location=self.device,
+                                weights_only=True)
+        self.model.load_state_dict(checkpoint["state_dict"])
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if eval_data and load_best_model:
+            self.load_best(model_file)
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
