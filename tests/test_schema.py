@@ -65,11 +65,13 @@ def test_a_key_accepts_the_forms_recbole_accepts(name, value):
     KEYS[name].check(value)
 
 
-def test_readme_holds_the_key_tables_rendered_from_the_schema():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+@pytest.mark.parametrize("path, recbole, flag", [("README.md", False, "--markdown"),
+                                                 (os.path.join("properties", "README.md"), True, "--markdown-recbole")])
+def test_readme_holds_the_key_tables_rendered_from_the_schema(path, recbole, flag):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
         readme = f.read()
     begin, end = "<!-- keys:begin -->\n", "<!-- keys:end -->"
     assert readme.count(begin) == readme.count(end) == 1
-    tables = readme[readme.index(begin) + len(begin):readme.index(end)]
-    assert tables == render_markdown(), "paste the output of: python -m recbole_rsir.schema --markdown"
-    assert readme.count("| key |") == 2                   # no other key table beside them
+    table = readme[readme.index(begin) + len(begin):readme.index(end)]
+    assert table == render_markdown(recbole), f"paste the output of: python -m recbole_rsir.schema {flag}"
+    assert readme.count("| key |") == 1                   # no other key table beside it

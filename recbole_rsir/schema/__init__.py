@@ -313,8 +313,9 @@ def _cell(text):
     return text.replace("|", "\\|")
 
 
-def render_markdown():
-    """The README's key tables: this package's keys, then the RecBole keys it sets or checks."""
+def render_markdown(recbole=False):
+    """A key table: this package's keys (README.md), or the RecBole keys it sets a default for or
+    checks (``recbole=True``: properties/README.md)."""
     header = ["| key | accepts | default | changes results | meaning |", "|---|---|---|---|---|"]
 
     def rows(keys):
@@ -324,8 +325,4 @@ def render_markdown():
             yield (f"| `{key.name}` | {_cell(accepts)} | {_cell(default)} | "
                    f"{'yes' if key.changes_results else 'no'} | {_cell(key.meaning)} |")
 
-    own = [key for key in KEYS.values() if not key.recbole]
-    recbole = [key for key in KEYS.values() if key.recbole]
-    return "\n".join(["This package's keys:", "", *header, *rows(own), "",
-                      "RecBole keys it sets a default for or checks (a value refused here stops the run "
-                      "before any work):", "", *header, *rows(recbole)]) + "\n"
+    return "\n".join([*header, *rows(key for key in KEYS.values() if key.recbole == recbole)]) + "\n"
