@@ -21,6 +21,7 @@ from recbole.model.sequential_recommender import GRU4Rec as RecBoleGRU4Rec
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.loader import SequenceTrainLoader
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
+from recbole_rsir.generation import full_sort as full_sort_module
 from recbole_rsir.generation import generator as generator_module
 from recbole_rsir.generation.full_sort import FullSortDecoder
 from recbole_rsir.generation.generator import decoder_for, generate
@@ -146,11 +147,12 @@ def test_float32_model(trained):
 @pytest.mark.parametrize("model_name, model_class, decoder", [
     ("GRU4Rec", None, GRU4RecCache), ("HSTU", None, HSTUCache), ("CL4SRec", None, SASRecCache),
     ("BERT4Rec", None, FullSortDecoder), ("GRU4Rec", RecBoleGRU4Rec, FullSortDecoder),
-    ("Caser", None, FullSortDecoder)])
-def test_other_models(trained, model_name, model_class, decoder):
+    ("Caser", None, FullSortDecoder), ("DIN", None, FullSortDecoder)])
+def test_other_models(trained, monkeypatch, model_name, model_class, decoder):
     """Untrained, so scores are arbitrary. Backbones decode through their caches (CL4SRec is a
     SASRec); BERT4Rec, Caser (which reads the user) and RecBole's own GRU4Rec class through
-    full_sort_predict."""
+    full_sort_predict; DIN, which has none, through predict, here a context or two at a time."""
+    monkeypatch.setattr(full_sort_module, "PREDICT_PAIRS", 50)
     _, _, seeds, model = build(trained["path"], model_name, model_class=model_class)
     assert type(decoder_for(model, 1)) is decoder
     settings = dataclasses.replace(trained["settings"], topk=2, batch_size=16, tau=10)

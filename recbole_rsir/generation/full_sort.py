@@ -32,17 +32,31 @@ def context_interaction(model, contexts, lengths, users, times=None):
     return Interaction(fields)
 
 
+PREDICT_PAIRS = 1 << 18
+"""(context, item) pairs handed to ``predict`` at once, for a model without ``full_sort_predict``."""
+
+
+def predict_every_item(model, interaction):
+    """``[N, n_items]``: ``predict`` of every item for each row, a few rows at a time."""
+    n_items = model.n_items
+    items = torch.arange(n_items, device=model.device)
+    rows = max(1, PREDICT_PAIRS // n_items)
+    scores = []
+    for start in range(0, len(interaction), rows):
+        part = interaction[start:start + rows]
+        every_item = part.repeat_interleave(n_items)
+        every_item.update(Interaction({model.ITEM_ID: items.repeat(len(part))}))
+        scores.append(model.predict(every_item).view(len(part), n_items))
+    return torch.cat(scores)
+
+
 def full_sort_scores(model, interaction):
     """``[N, n_items]`` scores of every item for each row of ``interaction``."""
     try:
         try:
             return model.full_sort_predict(interaction).view(len(interaction), -1)
         except NotImplementedError:
-            n_items = model.n_items
-            every_item = interaction.repeat_interleave(n_items)
-            every_item.update(Interaction({model.ITEM_ID: torch.arange(n_items, device=model.device)
-                                           .repeat(len(interaction))}))
-            return model.predict(every_item).view(len(interaction), n_items)
+            return predict_every_item(model, interaction)
     except KeyError as err:
         raise ConfigError(f"{type(model).__name__} reads {err} to score a context, besides its items, user and "
                           f"times; a synthetic context has no such field, so RSIR cannot generate with it") from None
