@@ -38,6 +38,12 @@ def _round(payload, k):
     return rounds[k] if k < len(rounds) else None
 
 
+def training_size(r):
+    """``(sequences, density)`` of a round's training set: density = interactions / (sequences x items)."""
+    n = r["n_real_sequences"] + r["n_synthetic_sequences"] + r["n_extra_sequences"]
+    return n, r["n_interactions"] / (n * r["n_items"])
+
+
 def rows_for(model, n_rounds):
     """``(label, arm, round, base arm)`` of a model's table, in reading order."""
     rows = [("base (round 0)", "rsir", 0, "rsir")]
@@ -124,10 +130,9 @@ def round_stats(runs, model, n_rounds):
             extras = [p["extra"] for (m, a, _), p in runs.items() if (m, a) == (model, arm) and p.get("extra")]
             gen = [r["generation"] for r in rs if r["generation"]] or (extras if k == 0 else [])
             mean = lambda xs: float(np.mean(xs)) if xs else float("nan")
-            n_seq = mean([r["n_real_sequences"] + r["n_synthetic_sequences"] + r["n_extra_sequences"] for r in rs])
+            n_seq = mean([training_size(r)[0] for r in rs])
             n_inter = mean([r["n_interactions"] for r in rs])
-            density = mean([r["n_interactions"] / ((r["n_real_sequences"] + r["n_synthetic_sequences"]
-                                                     + r["n_extra_sequences"]) * r["n_items"]) for r in rs])
+            density = mean([training_size(r)[1] for r in rs])
             g = lambda key: mean([x[key] for x in gen if key in x])
             accepted = g("n_accepted") if gen and "n_accepted" in gen[0] else g("n_sequences")
             lines.append(
@@ -193,9 +198,12 @@ def _plt():
     return plt
 
 
-def _legend(ax, **kwargs):
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(**kwargs)
+def _save(plt, fig, legend_ax, path, **legend):
+    if legend_ax.get_legend_handles_labels()[0]:
+        legend_ax.legend(**legend)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_collapse(runs, model, n_rounds, path):
@@ -217,10 +225,7 @@ def plot_collapse(runs, model, n_rounds, path):
         ax.set_xticks(range(n_rounds + 1))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{model} test Recall@10 (mean ± sd)")
-    _legend(axes[0])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, axes[0], path)
 
 
 def plot_training_set(runs, model, n_rounds, path):
@@ -232,10 +237,9 @@ def plot_training_set(runs, model, n_rounds, path):
             rs = [_round(p, k) for (m, a, _), p in runs.items() if (m, a) == (model, arm)]
             rs = [r for r in rs if r is not None and r.get("n_items")]
             if rs:
-                n = [r["n_real_sequences"] + r["n_synthetic_sequences"] + r["n_extra_sequences"] for r in rs]
                 xs.append(k)
-                seqs.append(np.mean(n))
-                dens.append(np.mean([r["n_interactions"] / (s * r["n_items"]) for r, s in zip(rs, n)]))
+                seqs.append(np.mean([training_size(r)[0] for r in rs]))
+                dens.append(np.mean([training_size(r)[1] for r in rs]))
         if xs:
             axes[0].plot(xs, seqs, marker="o", label=label)
             axes[1].plot(xs, dens, marker="o", label=label)
@@ -244,10 +248,7 @@ def plot_training_set(runs, model, n_rounds, path):
     for ax in axes:
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
-    _legend(axes[0])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, axes[0], path)
 
 
 def plot_lengths(runs, model, n_rounds, path):
@@ -268,10 +269,7 @@ def plot_lengths(runs, model, n_rounds, path):
     ax.set_xlabel("accepted sequence length")
     ax.set_ylabel("share of accepted sequences")
     ax.grid(alpha=0.3)
-    _legend(ax, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, ax, path, fontsize=8)
 
 
 def sweep_grid(runs, model, protocol="recbole", metric="recall@10"):
