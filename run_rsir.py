@@ -1,33 +1,10 @@
-"""Run RSIR on a RecBole dataset: ``python run_rsir.py --model=SASRec --dataset=amazon-beauty``.
+"""``python run_rsir.py --model=SASRec --dataset=amazon-beauty``: the ``rsir`` command, from a checkout.
 
-Any RecBole or RSIR config key can follow as ``--key=value``; ``--config_files`` takes
-space-separated yaml files, as in RecBole's run_recbole.py.
+The command lives in :mod:`recbole_rsir.cli`.
 """
-import argparse
 import sys
 
-from recbole_rsir.errors import InputError
-from recbole_rsir.quick_start import run_rsir
-from recbole_rsir.trainer.trainer import NonFiniteLossError
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", "-m", default="SASRec")
-    parser.add_argument("--dataset", "-d", default="amazon-beauty")
-    parser.add_argument("--config_files", default=None, help="space-separated yaml files")
-    args, rest = parser.parse_known_args(argv)
-    files = args.config_files.split() if args.config_files else None
-    try:
-        run_rsir(args.model, args.dataset, config_file_list=files, cmd_args=rest)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
-    return 0
-
+from recbole_rsir.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,29 +4,92 @@ Layers, later wins: RecBole's own defaults -> properties/overall.yaml (RSIR keys
 properties/model/<model>.yaml -> properties/dataset/<dataset>.yaml -> config files ->
 config_dict -> command line. Unlike RecBole's Config, the command line is read only when
 given (``cmd_args``), so a Config built inside a user's script or a test never picks up
-that program's own ``sys.argv``.
+that program's own ``sys.argv``. Every input is checked before RecBole acts on it: config
+files must be readable yaml mappings, every key must be known (RecBole's, a model's, a
+dataset's or this package's), and the keys of ``recbole_rsir.schema`` must hold values they accept.
 """
+import difflib
+import glob
 import os
 from enum import Enum
+from functools import lru_cache
 
+import recbole
 import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
-from recbole.utils import ModelType
+from recbole.utils import ModelType, dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
-from recbole_rsir.errors import ConfigError
+from recbole_rsir.errors import ConfigError, InputError
 from recbole_rsir.model.backbone import is_backbone
+from recbole_rsir.schema import KEYS
 from recbole_rsir.utils import get_model
 
-PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties")
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+PROPERTIES_DIR = next(path for path in (os.path.join(_PACKAGE_DIR, "properties"),              # installed
+                                        os.path.join(os.path.dirname(_PACKAGE_DIR), "properties"))  # checkout
+                      if os.path.isdir(path))
+RECBOLE_PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(recbole.__file__)), "properties")
+
+RECBOLE_SETS = ("model", "dataset", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "valid_metric_bigger",
+                "single_spec", "valid_neg_sample_args", "test_neg_sample_args",
+                "nproc", "offset", "world_size", "ip", "port")
+"""Keys RecBole's Config (or run_recbole's distributed launch) sets itself, in no yaml of RecBole's."""
 
 
-def _rsir_defaults():
-    with open(os.path.join(PROPERTIES_DIR, "overall.yaml"), encoding="utf-8") as f:
-        return yaml.safe_load(f)
+def _yaml_keys(pattern):
+    keys = set()
+    for path in glob.glob(pattern):
+        with open(path, encoding="utf-8") as f:
+            keys.update(yaml.safe_load(f) or {})
+    return keys
 
 
-RSIR_KEYS = sorted(k for k in _rsir_defaults() if k.startswith("rsir_"))
+@lru_cache(maxsize=None)
+def known_keys():
+    """Every key a config may set: RecBole's, every model's and dataset's yaml, and this package's.
+
+    RecBole's ``dataset/url.yaml`` and ``kg_url.yaml`` map dataset names to download addresses;
+    they are no config, so their names are no keys.
+    """
+    keys = set(KEYS) | set(RECBOLE_SETS)
+    keys.update(general_arguments, training_arguments, evaluation_arguments, dataset_arguments)
+    for root in (RECBOLE_PROPERTIES_DIR, PROPERTIES_DIR):
+        for pattern in ("overall.yaml", "model/*.yaml", "dataset/*.yaml", "quick_start_config/*.yaml"):
+            keys |= _yaml_keys(os.path.join(root, pattern))
+    for table in ("url.yaml", "kg_url.yaml"):
+        keys -= _yaml_keys(os.path.join(RECBOLE_PROPERTIES_DIR, "dataset", table))
+    return frozenset(keys)
+
+
+def check_known(config_dict):
+    """Refuse keys no layer defines, naming the closest known one (a typo would be ignored)."""
+    unknown = sorted(str(k) for k in config_dict if k not in known_keys())
+    if unknown:
+        closest = [difflib.get_close_matches(k, known_keys(), n=1, cutoff=0)[0] for k in unknown]
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                          f"did you mean {', '.join(closest)}?")
+
+
+def read_config_file(path, loader):
+    """One config file as a dict, or a one-line error saying why it cannot be one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.load(f.read(), Loader=loader)
+    except OSError as err:
+        raise ConfigError(f"config file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not utf-8 text") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ConfigError(f"config file {path} is not valid yaml{where}: {problem}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} holds a {type(values).__name__}, not a mapping of key: value")
+    return values
 
 
 def parse_cmd_args(args):
@@ -43,16 +106,31 @@ def parse_cmd_args(args):
 
 
 class Config(RecBoleConfig):
-    """RecBole Config that also finds this package's models and yaml files."""
+    """RecBole Config that also finds this package's models and yaml files, and checks its input."""
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=()):
         self._cmd_args = list(cmd_args or [])
-        super().__init__(model, dataset, config_file_list, config_dict)
+        try:
+            super().__init__(model, dataset, config_file_list, config_dict)
+        except InputError:
+            raise
+        except (ValueError, TypeError, NotImplementedError, RuntimeError) as err:   # RecBole's own checks
+            raise ConfigError(f"RecBole refuses the config: {' '.join(str(err).split())}") from None
         validate(self)
         self["torch_threads"] = set_torch_threads(self["torch_threads"])
 
+    def _load_config_files(self, file_list):
+        merged = {}
+        for path in file_list or ():
+            merged.update(read_config_file(path, self.yaml_loader))
+        return merged
+
     def _load_cmd_line(self):
         return self._convert_config_dict(parse_cmd_args(self._cmd_args))
+
+    def _merge_external_config_dict(self):
+        super()._merge_external_config_dict()
+        check_known(self.external_config_dict)
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -73,6 +151,12 @@ class Config(RecBoleConfig):
         ):
             if os.path.isfile(path):
                 self._update_internal_config_dict(path)
+
+    def _set_default_parameters(self):
+        """Check each declared key before RecBole reads it, so a bad value stops with its name."""
+        for key in KEYS.values():
+            key.check(self.final_config_dict.get(key.name))
+        super()._set_default_parameters()
 
 
 def set_torch_threads(n):
@@ -105,46 +189,16 @@ def _check(ok, message):
 
 
 def validate(config):
-    """Reject RSIR settings the method does not define, before any work starts."""
+    """Rules that join keys, and the model's fit to RSIR; each key alone is checked in the schema."""
     _check(config["MODEL_TYPE"] == ModelType.SEQUENTIAL,
            f"model {config['model']} is not a sequential recommender; RSIR needs one")
-    given = set(config.external_config_dict)
-    typos = sorted(k for k in given if k.startswith("rsir_") and k not in RSIR_KEYS)
-    _check(not typos, f"unknown RSIR key(s) {', '.join(typos)}; known: {', '.join(RSIR_KEYS)}")
-
-    def integer(key, low):
-        value = config[key]
-        _check(isinstance(value, int) and not isinstance(value, bool) and value >= low,
-               f"{key} must be an integer >= {low}, got {value!r}")
-
-    integer("rsir_rounds", 0)
-    integer("rsir_m", 1)
-    integer("rsir_tau", 1)
-    integer("rsir_min_len", 2)
-    integer("rsir_topk", 1)
-    integer("rsir_gen_batch_size", 1)
-    integer("rsir_score_chunk", 0)
-    p = config["rsir_p"]
-    _check(isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0,
-           f"rsir_p must be a probability in [0, 1], got {p!r}")
-    prefix = config["rsir_prefix_len"]
-    _check(prefix == "random" or (isinstance(prefix, int) and not isinstance(prefix, bool) and prefix >= 1),
-           f"rsir_prefix_len must be an integer >= 1 or 'random', got {prefix!r}")
-    for key in ("rsir_fidelity", "rsir_seed_synthetic", "rsir_overwrite", "exclude_history_items"):
-        _check(isinstance(config[key], bool), f"{key} must be true or false, got {config[key]!r}")
-    _check(config["rsir_mode"] in ("scratch", "finetune"),
-           f"rsir_mode must be 'scratch' or 'finetune', got {config['rsir_mode']!r}")
-    _check(config["train_path"] in ("auto", "all_positions", "recbole"),
-           f"train_path must be 'auto', 'all_positions' or 'recbole', got {config['train_path']!r}")
     if config["train_path"] == "auto":
         config["train_path"] = "all_positions" if is_backbone(config.model_class) else "recbole"
     _check(config["train_path"] == "recbole" or is_backbone(config.model_class),
            f"{config['model']} cannot give per-position outputs; pass --train_path=recbole")
-    _check(config["train_loss"] in ("full_ce", "sampled_softmax"),
-           f"train_loss must be 'full_ce' or 'sampled_softmax', got {config['train_loss']!r}")
-    integer("train_neg_samples", 1)
-    integer("torch_threads", 0)
-    integer("train_length_groups", 1)
     _check(config["rsir_min_len"] <= config["MAX_ITEM_LIST_LENGTH"],
            f"rsir_min_len ({config['rsir_min_len']}) exceeds MAX_ITEM_LIST_LENGTH "
            f"({config['MAX_ITEM_LIST_LENGTH']})")
+    reported = [f"{metric.lower()}@{k}" for metric in config["metrics"] for k in config["topk"]]
+    _check(config["valid_metric"].lower() in reported,
+           f"valid_metric must be one of metrics@topk ({', '.join(reported)}), got {config['valid_metric']!r}")

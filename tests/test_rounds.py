@@ -119,6 +119,14 @@ def test_cli_end_to_end_writes_results_and_synthetic_data(tiny_data_path):
     (["--rsir_m=0"], "rsir_m must be an integer >= 1, got 0"),
     (["--rsir_rounds=-1"], "rsir_rounds must be an integer >= 0, got -1"),
     (["--rsir_min_len=1"], "rsir_min_len must be an integer >= 2, got 1"),
+    (["--train_los=full_ce"], "unknown key train_los; did you mean train_loss?"),
+    pytest.param(["--epochs=-1"], "epochs must be an integer >= 1, got -1", marks=pytest.mark.slow),
+    (["--seed=abc"], "seed must be an integer, got 'abc'"),
+    pytest.param(["--train_batch_size=0"], "train_batch_size must be an integer >= 1, got 0",
+                 marks=pytest.mark.slow),
+    pytest.param(["--eval_batch_size=0"], "eval_batch_size must be an integer >= 1, got 0",
+                 marks=pytest.mark.slow),
+    pytest.param(["--valid_metric=NDCG@5"], "valid_metric must be one of metrics@topk", marks=pytest.mark.slow),
 ])
 def test_cli_bad_input_stops_at_once_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "OUT"
@@ -126,6 +134,23 @@ def test_cli_bad_input_stops_at_once_and_writes_nothing(tmp_path, args, message)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and message in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "No such file or directory"),
+    pytest.param("epochs: [1, 2\n", "is not valid yaml at line 2", marks=pytest.mark.slow),
+    pytest.param("- epochs\n", "holds a list, not a mapping of key: value", marks=pytest.mark.slow),
+])
+def test_cli_bad_config_file_stops_at_once_and_writes_nothing(tmp_path_factory, content, message):
+    given = tmp_path_factory.mktemp("given") / "my.yaml"
+    if content is not None:
+        given.write_text(content)
+    cwd = tmp_path_factory.mktemp("run")
+    done = run_cli(["--dataset=amazon-beauty", f"--config_files={given}"], cwd=cwd)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith(f"error: config file {given}")
+    assert message in done.stderr
+    assert list(cwd.iterdir()) == []
 
 
 def test_cli_malformed_or_too_small_dataset_exits_2_naming_file_and_line(tmp_path):

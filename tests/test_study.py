@@ -196,7 +196,7 @@ def test_study_command_end_to_end(tmp_path):
     (tmp_path / "tiny.yaml").write_text(
         "epochs: 2\nrsir_m: 2\ntrain_batch_size: 16\nhidden_size: 16\ninner_size: 32\nn_layers: 1\n"
         "MAX_ITEM_LIST_LENGTH: 10\nuser_inter_num_interval: '[0,inf)'\nitem_inter_num_interval: '[0,inf)'\n")
-    args = ["--dataset=tiny", "--models=SASRec", "--seeds=1,2", "--rounds=1", "--arms=rsir,nofid,ft,aug,w2s",
+    args = ["--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=1", "--arms=rsir,nofid,ft,aug,w2s",
             "--config_files=tiny.yaml", "--out=out", "--work=work", "--jobs=2"]
     first = _study(str(tmp_path), *args)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -204,19 +204,18 @@ def test_study_command_end_to_end(tmp_path):
     results = json.loads((folder / "results.json").read_text())
     assert results["missing"] == []
     runs = results["runs"]
-    assert len(runs) == 2 * 9 + 1
+    assert len(runs) == 10
     for name, payload in runs.items():
         for r in payload["rounds"]:
             for protocol in r["protocols"].values():
                 assert all(np.isfinite(v) for split in protocol.values() for v in split.values()), name
-    for seed in (1, 2):
-        rsir, nofid = runs[f"SASRec/rsir/seed{seed}"], runs[f"SASRec/nofid/seed{seed}"]
-        assert nofid["rounds"][0]["test"] == rsir["rounds"][0]["test"]          # round 0 shared
-        assert nofid["rounds"][1]["generation"]["fidelity_tests"] == 0
-        for op in OPERATORS:
-            extra = runs[f"SASRec/aug-{op}/seed{seed}"]["extra"]
-            assert extra["n_sequences"] == rsir["rounds"][1]["generation"]["n_accepted"]
-        assert runs[f"SASRec/w2s/seed{seed}"]["rounds"][0]["n_extra_sequences"] > 0
+    rsir, nofid = runs["SASRec/rsir/seed1"], runs["SASRec/nofid/seed1"]
+    assert nofid["rounds"][0]["test"] == rsir["rounds"][0]["test"]          # round 0 shared
+    assert nofid["rounds"][1]["generation"]["fidelity_tests"] == 0
+    for op in OPERATORS:
+        extra = runs[f"SASRec/aug-{op}/seed1"]["extra"]
+        assert extra["n_sequences"] == rsir["rounds"][1]["generation"]["n_accepted"]
+    assert runs["SASRec/w2s/seed1"]["rounds"][0]["n_extra_sequences"] > 0
     report = (folder / "report.md").read_text()
     for label in ["base (round 0)", "RSIR round 1", "RSIR-FT round 1", "no fidelity round 1", "weak-to-strong"]:
         assert report.count(f"| {label} |") == 2          # one row per protocol

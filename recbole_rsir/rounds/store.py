@@ -19,15 +19,9 @@ import yaml
 
 from recbole_rsir.data.sequences import SequenceSet
 from recbole_rsir.errors import ConfigError, CorruptFileError, OutputError
+from recbole_rsir.schema import IGNORED_KEYS
 
 RUN_CONFIG = "config.yaml"
-IGNORED_KEYS = frozenset({
-    # how far, where, and how verbosely to run; none changes a round's result
-    "rsir_rounds", "rsir_output_dir", "rsir_overwrite", "rsir_gen_batch_size", "rsir_score_chunk",
-    "show_progress", "state", "checkpoint_dir", "data_path", "device", "gpu_id", "use_gpu",
-    "worker", "local_rank", "log_wandb", "wandb_project", "eval_batch_size", "config_files",
-    "torch_threads",
-})
 
 
 def _unreadable(path, err):
