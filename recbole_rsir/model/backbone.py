@@ -42,6 +42,8 @@ def time_field(model):
 
 
 class Backbone(SequentialRecommender):
+    """A RecBole sequential recommender that offers RSIR's fast paths (module docstring)."""
+
     TIME_SEQ = None
     packs_rows = False
     cache_class = None
