@@ -278,11 +278,12 @@ def generate(model, seeds, settings, seed, show_progress=False):
         if settings.fidelity:
             remaining = ~batch.used
             passes = ((scores.history >= scores.tau_th.unsqueeze(1)) & remaining).any(1)
-            failed = remaining.any(1) & ~passes
-            counts.fidelity_tests += int(remaining.any(1).sum())
+            tested = remaining.any(1)          # rows with a real item left to test
+            failed = tested & ~passes
+            counts.fidelity_tests += int(tested.sum())
             counts.fidelity_failures += int(failed.sum())
             kept -= (failed & (batch.length > batch.prefix)).long()  # withdraw the last item
-            finished |= ~remaining.any(1) | failed
+            finished |= ~tested | failed
         finished |= (batch.length >= max_len) | (pool_size == 0)
 
         done = finished.nonzero().squeeze(1)
