@@ -22,7 +22,9 @@ What is batched, and how:
   ``full_sort_predict`` (full_sort.py: slower, the same result).
 
 All randomness comes from rules.draw_randomness indexed by (slot, step), so the output
-does not depend on batch size, chunking, or the decoding path. What can differ from the
+does not depend on batch size, chunking, the decoding path, or how many processes share the
+slots (in a distributed run each rank decodes its own contiguous share, then every slot is
+gathered once and accepted in slot order, as one process would). What can differ from the
 reference: an exact tie between two items' scores may be broken the other way, and a
 batched matmul may round a score's last bit differently from the reference's one-row one
 (float64 models make both moot; tests/test_generation.py runs them).
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from recbole_rsir import distributed
 from recbole_rsir.generation.full_sort import FullSortDecoder
 from recbole_rsir.generation.rules import (StepCounts, accept, draw_randomness, pick_from_top, prefix_lengths,
                                           time_gap)
@@ -237,6 +240,19 @@ def survivors(finished):
     return order
 
 
+def gather_slots(sequences, times, counts, first, last):
+    """Every rank's decoded slots ``first .. last - 1`` in their places, and the summed counts."""
+    if distributed.world_size() == 1:
+        return sequences, times, counts
+    total = StepCounts()
+    for start, stop, part, part_times, part_counts in distributed.gather(
+            (first, last, sequences[first:last], times[first:last], counts.as_dict())):
+        sequences[start:stop], times[start:stop] = part, part_times
+        for name, value in part_counts.items():
+            setattr(total, name, getattr(total, name) + value)
+    return sequences, times, total
+
+
 @torch.no_grad()
 def generate(model, seeds, settings, seed, show_progress=False):
     """Synthetic sequences for every seed sequence in ``seeds`` (a SequenceSet).
@@ -254,11 +270,12 @@ def generate(model, seeds, settings, seed, show_progress=False):
     source = SlotSource(seeds, prefix, settings, n_items, device)
 
     sequences, times, counts = [None] * n_slots, [None] * n_slots, StepCounts()
-    batch, hidden, next_slot = source.rows(0, 0), None, 0
-    progress = tqdm(total=n_slots, desc="generate", ncols=100, leave=False, disable=not show_progress)
-    while next_slot < n_slots or len(batch):
+    first, last = distributed.share(n_slots)          # this rank's slots (all of them in one process)
+    batch, hidden, next_slot = source.rows(first, first), None, first
+    progress = tqdm(total=last - first, desc="generate", ncols=100, leave=False, disable=not show_progress)
+    while next_slot < last or len(batch):
         # pending slots fill the batch; their prefixes are encoded
-        n_new = min(settings.batch_size - len(batch), n_slots - next_slot)
+        n_new = min(settings.batch_size - len(batch), last - next_slot)
         if n_new:
             new = source.rows(next_slot, next_slot + n_new)
             new_hidden = decoder.start(new)
@@ -311,5 +328,6 @@ def generate(model, seeds, settings, seed, show_progress=False):
         hidden = decoder.extend(batch)
     progress.close()
 
+    sequences, times, counts = gather_slots(sequences, times, counts, first, last)
     users = np.repeat(seeds.users, settings.m).tolist()
     return accept(sequences, times, users, prefix.tolist(), settings, counts)

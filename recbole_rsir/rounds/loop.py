@@ -16,6 +16,9 @@ import signal
 import time
 
 from recbole.utils import init_seed, set_color
+from torch.utils.data.distributed import DistributedSampler
+
+from recbole_rsir import distributed
 
 from recbole_rsir.config import plain_config
 from recbole_rsir.data.merge import training_loader, write_synthetic
@@ -27,6 +30,7 @@ from recbole_rsir.generation.rules import GenerationSettings
 from recbole_rsir.rounds.results import RoundResult, plain_metrics
 from recbole_rsir.rounds.store import RoundStore
 from recbole_rsir.trainer.checkpoints import Checkpoints
+from recbole_rsir.trainer.distributed import DistributedTraining
 from recbole_rsir.trainer.positions import AllPositionTraining
 from recbole_rsir.trainer.trainer import RSIRTrainer
 from recbole_rsir.utils import get_model
@@ -55,6 +59,22 @@ def settle_train_path(config, trainer_class):
     config["train_path"] = "recbole"
 
 
+def check_distributed(config, trainer_class):
+    """RecBole's own trainers wrap DDP for GPUs only."""
+    if (not config["single_spec"] and config["device"].type != "cuda"
+            and not issubclass(trainer_class, DistributedTraining)):
+        raise ConfigError(f"{trainer_class.__name__} runs distributed on GPUs only (RecBole 1.2.1 wraps DDP "
+                          f"with a CUDA device); on CPU use RSIRTrainer or a subclass of it")
+
+
+def whole(config, loader):
+    """An evaluation loader over all users: a distributed run ranks every user on every rank."""
+    if config["single_spec"] or not isinstance(loader.sampler, DistributedSampler):
+        return loader
+    with distributed.single_process(config):
+        return type(loader)(config, loader._dataset, loader._sampler, shuffle=False)
+
+
 class RSIRRounds:
     """Runs RSIR rounds on RecBole data loaders; one object per experiment.
 
@@ -69,20 +89,23 @@ class RSIRRounds:
         """``extra``: a SequenceSet added to the training data of every round and never used as
         a seed (an offline augmentation baseline, another model's synthetic sequences)."""
         settle_train_path(config, trainer_class)
+        check_distributed(config, trainer_class)
         self.config = config
+        valid_data, test_data = whole(config, valid_data), whole(config, test_data)
         self.train_data, self.valid_data, self.test_data = train_data, valid_data, test_data
         self.trainer_class = trainer_class
         self.show_progress = config["show_progress"] if show_progress is None else show_progress
         self.on_round_end = on_round_end
         self.logger = logging.getLogger()
-        self.store = RoundStore(config["rsir_output_dir"])
+        self.store = RoundStore(config["rsir_output_dir"], writer=distributed.is_main())
         # RecBole's Trainer creates checkpoint_dir; ours live in the output folder, so point it
         # there before the run's config is saved
         config["checkpoint_dir"] = self.store.rounds_dir
         self.store.check_config(plain_config(config), config["rsir_overwrite"])
         self.settings = GenerationSettings.from_config(config)
         self.real = training_sequences(train_data.dataset)
-        masked = mask_earlier_items(train_data.dataset, valid_data, test_data)
+        with distributed.single_process(config):
+            masked = mask_earlier_items(train_data.dataset, valid_data, test_data)
         self.protocols = {"recbole": {"valid": valid_data, "test": test_data},
                           "exclude_history": dict(zip(("valid", "test"), masked))}
         self.protocol = "exclude_history" if config["exclude_history_items"] else "recbole"
@@ -156,7 +179,8 @@ class RSIRRounds:
                          f"{seconds:.1f}s")
         name = f"{self.config['dataset']}-rsir-round{round_index}"
         path = os.path.join(self.store.output_dir, name, f"{name}.inter")
-        write_synthetic(path, self.train_data.dataset, result.sequences, round_index)
+        if self.store.writer:
+            write_synthetic(path, self.train_data.dataset, result.sequences, round_index)
         return result.sequences, {**result.stats(), "atomic_file": path}, seconds
 
     def resume(self):
