@@ -273,3 +273,34 @@ def test_study_command_end_to_end(tmp_path):
     again = _study(str(tmp_path), *args)
     assert again.returncode == 0 and "0 to run" in again.stdout
     assert stamps == {p: p.stat().st_mtime_ns for p in (folder / "runs").rglob("*.json")}
+
+
+@pytest.mark.slow
+def test_study_command_runs_the_variant_arms(tmp_path):
+    """Two rounds, so that the previous-round judge judges and tau tightens in round 2."""
+    write_atomic(make_rows(), os.path.join(tmp_path, "dataset", "tiny", "tiny.inter"))
+    (tmp_path / "tiny.yaml").write_text(
+        "epochs: 1\nrsir_m: 2\nrsir_tau: 8\ntrain_batch_size: 16\nhidden_size: 16\ninner_size: 32\nn_layers: 1\n"
+        "MAX_ITEM_LIST_LENGTH: 10\nuser_inter_num_interval: '[0,inf)'\nitem_inter_num_interval: '[0,inf)'\n")
+    done = _study(str(tmp_path), "--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=2",
+                  "--arms=rsir,strong,refine,judge,tau", "--config_files=tiny.yaml", "--out=out", "--work=work",
+                  "--jobs=2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    folder = tmp_path / "out" / "tiny"
+    runs = json.loads((folder / "results.json").read_text())["runs"]
+    assert len(runs) == 10
+    for base in ("rsir", "strong"):
+        prefix = "" if base == "rsir" else "strong-"
+        plain = runs[f"SASRec/{base}/seed1"]["rounds"]
+        variant = {arm: runs[f"SASRec/{prefix}{arm}/seed1"]["rounds"]
+                   for arm in ("refine", "judge-previous", "judge-HSTU", "tau-tighten")}
+        for rounds in variant.values():
+            assert rounds[0]["test"] == plain[0]["test"]                       # the base's round 0
+        assert variant["refine"][1]["generation"]["refine_attempts"] > 0
+        assert [r["generation"]["tau"] for r in variant["tau-tighten"][1:]] == [8, 4]
+        assert variant["judge-previous"][1]["generation"]["n_accepted"] == plain[1]["generation"]["n_accepted"]
+        assert variant["judge-HSTU"][1]["generation"]["fidelity_tests"] > 0
+    report = (folder / "report.md").read_text()
+    for label in ("RSIR, refine on miss (K=3), round 2", "strong + RSIR, judge: HSTU trained beside it, round 1",
+                  "RSIR, tau x0.5 per round, round 2", "strong + RSIR, judge: the previous round's model, round 2"):
+        assert report.count(f"| {label} |") == 2
