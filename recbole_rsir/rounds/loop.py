@@ -15,12 +15,12 @@ import os
 import signal
 import time
 
+import torch
 from recbole.utils import init_seed, set_color
 from torch.utils.data.distributed import DistributedSampler
 
 from recbole_rsir import distributed
-
-from recbole_rsir.config import plain_config
+from recbole_rsir.config import Config, plain_config
 from recbole_rsir.data.merge import training_loader, write_synthetic
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
 from recbole_rsir.errors import ConfigError
@@ -166,11 +166,50 @@ class RSIRRounds:
             return self.real.concat(self.synthetic)
         return self.real
 
+    def judge(self, round_index):
+        """The model whose scores judge fidelity in round ``round_index`` (rsir_judge_model), or
+        None (the generator judges itself)."""
+        name = self.config["rsir_judge_model"]
+        if name == "none" or not self.config["rsir_fidelity"]:
+            return None
+        if name == "previous":    # the best model of round k-2; round 1's generator is the first model
+            if round_index < 2:
+                return None
+            model = get_model(self.config["model"])(self.config, self.train_data.dataset).to(self.config["device"])
+            model.load_state_dict(self.store.load(round_index - 2)[2])
+            return model
+        return self.train_judge(name, round_index)
+
+    def train_judge(self, name, round_index):
+        """Model ``name`` trained, as the generator was, on the generator's training data (real
+        training sequences, extra ones and those accepted before round ``round_index``), with
+        the run's trainer and config and early stopping on the same validation set. Its
+        weights are kept in the round's folder as ``judge.pth``; the global random streams are
+        reseeded after it, so the round's own training draws what it would without a judge."""
+        overrides = {k: v for k, v in self.config.external_config_dict.items() if k != "model"}
+        overrides.update(checkpoint_dir=self.store.rounds_dir, rsir_output_dir=self.store.output_dir,
+                         torch_threads=self.config["torch_threads"])
+        config = Config(name, self.config["dataset"], config_dict=overrides)
+        settle_train_path(config, self.trainer_class)
+        model = get_model(name)(config, self.train_data.dataset).to(config["device"])
+        trainer = self.trainer_class(config, model)
+        trainer.saved_model_file = os.path.join(self.store.round_dir(round_index) + ".tmp", "judge.pth")
+        trainer.round_index = round_index
+        loader = training_loader(config, self.train_data, self.real, self.extra.concat(self.synthetic))
+        trainer.fit(loader, self.protocols[self.protocol]["valid"], saved=True, show_progress=self.show_progress,
+                    verbose=False)
+        distributed.barrier()                     # rank 0 has written the judge's best weights
+        state = torch.load(trainer.saved_model_file, map_location=config["device"], weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        init_seed(self.config["seed"] + round_index, self.config["reproducibility"])
+        return model
+
     def generate(self, model, round_index):
         """Synthetic sequences for round ``round_index`` from the previous round's best model."""
+        judge, settings = self.judge(round_index), self.settings.for_round(round_index)
         start = time.time()
-        result = generate(model, self.seeds(), self.settings, seed=self.config["seed"] + round_index,
-                          show_progress=self.show_progress)
+        result = generate(model, self.seeds(), settings, seed=self.config["seed"] + round_index,
+                          show_progress=self.show_progress, judge=judge)
         seconds = time.time() - start
         fault_point(f"generate:{round_index}")
         self.logger.info(set_color(f"round {round_index} generation", "green") +
@@ -181,7 +220,7 @@ class RSIRRounds:
         path = os.path.join(self.store.output_dir, name, f"{name}.inter")
         if self.store.writer:
             write_synthetic(path, self.train_data.dataset, result.sequences, round_index)
-        return result.sequences, {**result.stats(), "atomic_file": path}, seconds
+        return result.sequences, {**result.stats(), "tau": settings.tau, "atomic_file": path}, seconds
 
     def resume(self):
         """Reload finished rounds; return the last one's best model, or None."""

@@ -20,7 +20,7 @@ import yaml
 from recbole_rsir import distributed
 from recbole_rsir.data.sequences import SequenceSet
 from recbole_rsir.errors import ConfigError, CorruptFileError, OutputError
-from recbole_rsir.schema import IGNORED_KEYS
+from recbole_rsir.schema import IGNORED_KEYS, KEYS
 
 RUN_CONFIG = "config.yaml"
 
@@ -118,6 +118,8 @@ class RoundStore:
         if os.path.isfile(path) and started:
             with open(path, encoding="utf-8") as f:
                 stored = yaml.safe_load(f) or {}
+            # a key added since those rounds were made counts as its default, which reproduces them
+            stored = {**{k: KEYS[k].default for k in set(plain) - set(stored) if k in KEYS}, **stored}
             keys = sorted(k for k in set(stored) | set(plain)
                           if k not in IGNORED_KEYS | distributed.LAUNCH_KEYS and stored.get(k) != plain.get(k))
             if keys and not overwrite:
