@@ -301,12 +301,13 @@ def generate(model, seeds, settings, seed, show_progress=False, judge=None):
     source = SlotSource(seeds, prefix, settings, n_items, device)
 
     sequences, times, counts = [None] * n_slots, [None] * n_slots, StepCounts()
-    first, last = distributed.share(n_slots)          # this rank's slots (all of them in one process)
-    batch, hidden, judge_hidden, next_slot = source.rows(first, first), None, None, first
-    progress = tqdm(total=last - first, desc="generate", ncols=100, leave=False, disable=not show_progress)
-    while next_slot < last or len(batch):
+    slot_start, slot_stop = distributed.share(n_slots)   # this rank's slots (one process: all)
+    batch, hidden, judge_hidden, next_slot = source.rows(slot_start, slot_start), None, None, slot_start
+    progress = tqdm(total=slot_stop - slot_start, desc="generate", ncols=100, leave=False,
+                    disable=not show_progress)
+    while next_slot < slot_stop or len(batch):
         # pending slots fill the batch; their prefixes are encoded
-        n_new = min(settings.batch_size - len(batch), last - next_slot)
+        n_new = min(settings.batch_size - len(batch), slot_stop - next_slot)
         if n_new:
             new = source.rows(next_slot, next_slot + n_new)
             new_hidden = decoder.start(new)
@@ -386,6 +387,6 @@ def generate(model, seeds, settings, seed, show_progress=False, judge=None):
             judge_hidden = judge_decoder.extend(batch, refining)
     progress.close()
 
-    sequences, times, counts = gather_slots(sequences, times, counts, first, last)
+    sequences, times, counts = gather_slots(sequences, times, counts, slot_start, slot_stop)
     users = np.repeat(seeds.users, settings.m).tolist()
     return accept(sequences, times, users, prefix.tolist(), settings, counts)
