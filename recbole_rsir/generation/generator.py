@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from recbole_rsir.generation.candidates import CandidateStage
 from recbole_rsir.generation.full_sort import FullSortDecoder
 from recbole_rsir.generation.rules import (StepCounts, accept, draw_randomness, pick_from_top, prefix_lengths,
                                           time_gap)
@@ -145,7 +146,7 @@ def merge_top(values, items, new_values, new_items, k):
     return top, torch.cat([items, new_items], dim=1).gather(1, index)
 
 
-def score_catalogue(decoder, hidden, batch, settings, catalogue):
+def score_catalogue(decoder, hidden, batch, settings, catalogue, candidates=None):
     """Scores of the catalogue given each row's context (``decoder.scores`` of its ``hidden``
     output), reduced to what the step needs.
 
@@ -158,7 +159,8 @@ def score_catalogue(decoder, hidden, batch, settings, catalogue):
     model that may read the user (not a backbone), also its user. The
     catalogue is scored in chunks of ``score_chunk`` items (all at once when 0) whose top
     lists are merged: memory holds [contexts, chunk] scores, never [N, n_items]. Scores
-    are float32, as the reference's.
+    are float32, as the reference's. With ``candidates`` (a candidates.CandidateStage) only the
+    items its index retrieves and the history items are scored (see candidates.py).
     """
     model, n_items = decoder.model, decoder.n_items
     width = int(batch.length.max())
@@ -180,7 +182,7 @@ def score_catalogue(decoder, hidden, batch, settings, catalogue):
     top = hidden.new_empty((len(contexts), 0), dtype=torch.float32)
     top_items = contexts.new_empty((len(contexts), 0))
     history = torch.full(batch.history.shape, -math.inf, device=hidden.device)
-    for start in range(0, n_items, chunk):
+    for start in range(0, n_items if candidates is None else 0, chunk):
         stop = min(start + chunk, n_items)
         items = None if stop - start == n_items else torch.arange(start, stop, device=hidden.device)
         scores = decoder.scores(hidden, items).float()
@@ -194,6 +196,9 @@ def score_catalogue(decoder, hidden, batch, settings, catalogue):
             chunk_top, chunk_items = torch.topk(scores, min(list_len, stop - start), dim=1)
             top, top_items = merge_top(top, top_items, chunk_top, chunk_items + start, list_len)
         del scores  # before the next chunk's scores exist
+    if candidates is not None:
+        history = candidates.history_scores(hidden[row_context], batch.history)
+        top, top_items = candidates.top(hidden, list_len)
 
     tau_th = top[row_context, tau - 1] if fidelity else None
     catalogue_top, catalogue_items = top[:, :0], top_items[:, :0]
@@ -248,6 +253,7 @@ def generate(model, seeds, settings, seed, show_progress=False):
     n_slots = len(seeds) * settings.m
     decoder = decoder_for(model, min(settings.batch_size, n_slots))
     n_items = decoder.n_items
+    candidates = CandidateStage(model, settings, n_items) if settings.candidates and n_slots else None
     draws = draw_randomness(n_slots, max_len, seed)
     prefix = prefix_lengths(seeds.lengths, settings, draws)
     pool_u, pick_u = draws.pool.to(device), draws.pick.to(device)
@@ -270,7 +276,8 @@ def generate(model, seeds, settings, seed, show_progress=False):
         step = (batch.length - batch.prefix).clamp(max=max_len - 1)
         from_history = pool_u[batch.slot, step] < settings.p
         pool_size = torch.where(from_history, (~batch.used).sum(1), n_items - 1 - batch.distinct)
-        scores = score_catalogue(decoder, hidden, batch, settings, catalogue=bool((~from_history).any()))
+        scores = score_catalogue(decoder, hidden, batch, settings, catalogue=bool((~from_history).any()),
+                                 candidates=candidates)
 
         # fidelity: some real item not yet used ranks within the top tau, or the slot ends
         finished = torch.zeros(len(batch), dtype=torch.bool, device=device)

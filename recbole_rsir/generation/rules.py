@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from recbole_rsir.data.sequences import SequenceSet
+from recbole_rsir.generation.candidates import CandidateSettings
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class GenerationSettings:
     max_len: int         # MAX_ITEM_LIST_LENGTH
     batch_size: int
     score_chunk: int     # 0 = score the catalogue at once
+    candidates: object = None  # candidates.CandidateSettings (rsir_candidates: ann), None = exact
 
     @classmethod
     def from_config(cls, config):
@@ -32,7 +34,7 @@ class GenerationSettings:
             min_len=config["rsir_min_len"], fidelity=config["rsir_fidelity"],
             prefix_len=config["rsir_prefix_len"], topk=config["rsir_topk"],
             max_len=config["MAX_ITEM_LIST_LENGTH"], batch_size=config["rsir_gen_batch_size"],
-            score_chunk=config["rsir_score_chunk"],
+            score_chunk=config["rsir_score_chunk"], candidates=CandidateSettings.from_config(config),
         )
 
 
