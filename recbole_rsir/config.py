@@ -21,7 +21,6 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType, dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
 from recbole_rsir.errors import ConfigError, InputError
-from recbole_rsir.generation.candidates import check_config as check_candidates
 from recbole_rsir.model.backbone import is_backbone
 from recbole_rsir.schema import KEYS
 from recbole_rsir.utils import get_model
@@ -200,7 +199,6 @@ def validate(config):
     _check(config["rsir_min_len"] <= config["MAX_ITEM_LIST_LENGTH"],
            f"rsir_min_len ({config['rsir_min_len']}) exceeds MAX_ITEM_LIST_LENGTH "
            f"({config['MAX_ITEM_LIST_LENGTH']})")
-    check_candidates(config, config.model_class)
     reported = [f"{metric.lower()}@{k}" for metric in config["metrics"] for k in config["topk"]]
     _check(config["valid_metric"].lower() in reported,
            f"valid_metric must be one of metrics@topk ({', '.join(reported)}), got {config['valid_metric']!r}")

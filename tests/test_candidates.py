@@ -250,9 +250,10 @@ def test_models_not_scored_by_inner_product_are_refused(tiny_data_path):
 
     assert "item_logits" in why_not_ann(Reweighted)
     pytest.importorskip("faiss")
+    config = Config(model="BERT4Rec", dataset="tiny", config_dict=tiny_config_dict(
+        tiny_data_path, rsir_candidates="ann", train_path="recbole"))
     with pytest.raises(ConfigError, match="BERT4Rec is scored by its own full_sort_predict"):
-        Config(model="BERT4Rec", dataset="tiny", config_dict=tiny_config_dict(
-            tiny_data_path, rsir_candidates="ann", train_path="recbole"))
+        GenerationSettings.from_config(config)
 
 
 def test_too_few_candidates_is_refused(large):

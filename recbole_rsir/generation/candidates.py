@@ -47,15 +47,22 @@ class CandidateSettings:
     """The ``rsir_ann_*`` keys; ``from_config`` gives None for exact scoring."""
     n_candidates: int   # L, items retrieved per context
     index: str          # flat | ivf | hnsw
-    nlist: int          # IVF lists (0 = about 4 sqrt(n_items))
+    nlist: int          # IVF lists (0 = about sqrt(n_items))
     nprobe: int         # IVF lists searched per context
     hnsw_m: int         # HNSW neighbours per node
     ef_search: int      # HNSW search breadth (0 = L)
 
     @classmethod
     def from_config(cls, config):
+        """Checked here, when a run reads its settings, so it stops before training rather than
+        at its first generation."""
         if config["rsir_candidates"] != "ann":
             return None
+        import_faiss()
+        model_class = getattr(config, "model_class", None)
+        reason = model_class is not None and why_not_ann(model_class)
+        if reason:
+            raise ConfigError(f"rsir_candidates=ann cannot be used: {reason}; use rsir_candidates=exact")
         return cls(config["rsir_ann_candidates"], config["rsir_ann_index"], config["rsir_ann_nlist"],
                    config["rsir_ann_nprobe"], config["rsir_ann_hnsw_m"], config["rsir_ann_ef_search"])
 
@@ -79,16 +86,6 @@ def why_not_ann(model_class):
     if cache is not None and cache.scores is not Cache.scores:
         return f"{name}'s decoding cache scores items its own way"
     return None
-
-
-def check_config(config, model_class):
-    """Config-time checks, so a run stops before training rather than at its first generation."""
-    if config["rsir_candidates"] != "ann":
-        return
-    import_faiss()
-    reason = why_not_ann(model_class)
-    if reason:
-        raise ConfigError(f"rsir_candidates=ann cannot be used: {reason}; use rsir_candidates=exact")
 
 
 def steps_need(settings, n_items):
@@ -196,9 +193,11 @@ def build_index(faiss, vectors, ann, n_candidates):
     if ann.index == "flat":
         index = faiss.IndexFlatIP(d)
     elif ann.index == "ivf":
-        nlist = ann.nlist or max(1, min(round(4 * math.sqrt(n)), n // 39))
+        nlist = ann.nlist or max(1, min(round(math.sqrt(n)), n // 39))
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, min(nlist, n), faiss.METRIC_INNER_PRODUCT)
+        # a quick k-means: the index serves one generation, and its lists only steer the search
+        index.cp.niter, index.cp.max_points_per_centroid = 10, 64
         index.train(vectors)
         index.nprobe = min(ann.nprobe, index.nlist)
     else:

@@ -196,13 +196,13 @@ SECTIONS = (
             "exact (every item scored at every generation step) or ann (a faiss index over the item vectors "
             "retrieves rsir_ann_candidates items per context and their exact scores decide; needs the ann extra; "
             "can differ from exact where the index misses a top item)"),
-        Key("rsir_ann_candidates", Integer(1), 1024,
+        Key("rsir_ann_candidates", Integer(1), 256,
             "items the ann index retrieves per context (L); at least max(rsir_tau, rsir_topk + "
             "MAX_ITEM_LIST_LENGTH) or the catalogue"),
         Key("rsir_ann_index", Choice("ivf", "hnsw", "flat"), "ivf",
             "ann index: ivf (faiss IVF-Flat), hnsw (faiss HNSW-Flat) or flat (exact search, same sequences as "
             "exact scoring)"),
-        Key("rsir_ann_nlist", Integer(0), 0, "ivf: lists (0 = about 4 sqrt(items))"),
+        Key("rsir_ann_nlist", Integer(0), 0, "ivf: lists (0 = about sqrt(items))"),
         Key("rsir_ann_nprobe", Integer(1), 32, "ivf: lists searched per context"),
         Key("rsir_ann_hnsw_m", Integer(2), 32, "hnsw: neighbours per node"),
         Key("rsir_ann_ef_search", Integer(0), 0, "hnsw: search breadth (0 = rsir_ann_candidates)"),
