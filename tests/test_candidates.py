@@ -101,7 +101,7 @@ def stages(monkeypatch):
 @pytest.mark.parametrize("stage", [
     dict(index="flat", n_candidates=32),              # exact search, L a little above the 20 needed
     dict(index="ivf", n_candidates=N_ITEMS, nprobe=1),   # L covers the catalogue: no search
-    dict(index="hnsw", n_candidates=N_ITEMS),
+    dict(index="flat", n_candidates=N_ITEMS + 50),       # L above the catalogue
 ])
 def test_an_index_that_cannot_miss_gives_the_exact_sequences(large, stages, change, stage):
     settings = dataclasses.replace(large["settings"], **change)

@@ -14,18 +14,18 @@ the seed's history items decide the step, as the exact path does with the whole 
 When the result can differ from exact. The exact step reads one list: the catalogue's true
 top ``n = max(tau, k + context length)`` (``tau`` only with fidelity, ``k + context`` only when a
 row draws from the catalogue). If the L candidates contain all of it, the step is the exact
-step. With L at least the catalogue there is no index: every item is a candidate. If the
-index misses an item of it, the candidates' tau-th score is at most the true one,
+step. If the index misses an item of it, the candidates' tau-th score is at most the true one,
 so the fidelity test can only pass more often (a history item ranked below tau may count as
 within it), and the catalogue pick is the best retrieved item instead of a missed better one;
-the history pool never differs. With ``rsir_ann_index: flat`` (an exact index) or L at least the
-catalogue, nothing is missed, and the sequences are the exact path's. Scores are recomputed in
-the model's precision; the index searches float32 copies, so with ``flat`` an item whose float32
-score ties the L-th can be swapped for another one: keep L above ``n``.
+the history pool never differs. With ``rsir_ann_index: flat`` (an exact index) nothing is
+missed, and with L at least the catalogue there is no index (every item is a candidate): both
+give the exact path's sequences. Scores are recomputed in the model's precision; the index
+searches float32 copies, so with ``flat`` an item whose float32 score ties the L-th can be
+swapped for another one: keep L above ``n``.
 benchmarks/bench_large_catalogue.py measures how often decisions differ.
 
-A context for which the index returns fewer real items than the step needs (an IVF whose probed
-lists hold fewer than L items) is scored over the whole catalogue instead (``fallbacks`` counts
+A context for which the index returns fewer real items than the step reads (``n``: an IVF whose
+probed lists hold fewer items) is scored over the whole catalogue instead (``fallbacks`` counts
 them). Only models whose scores are ``output · item vector`` can use an index: the backbones of
 this package (SASRec, CL4SRec, GRU4Rec, HSTU) whose ``item_logits`` and cache ``scores`` are the
 base class's; :func:`why_not_ann` names the reason for any other model.
