@@ -114,7 +114,7 @@ def synthetic_run(n_items, mode, threads):
         seconds = []
         for _ in range(STEP_RUNS):
             start = time.perf_counter()
-            scores = score_catalogue(decoder, hidden, rows, settings, catalogue=True, candidates=candidates)
+            scores = score_catalogue(decoder, hidden, rows, settings, catalogue=True, ann=candidates)
             seconds.append(time.perf_counter() - start)
         return scores, {"step_seconds": seconds, "step_peak_added_bytes": rss_bytes("VmHWM") - before,
                         "peak_rss_bytes": rss_bytes("VmHWM"), "decisions": _decisions(scores, rows)}
@@ -261,7 +261,7 @@ def test_beauty_sequences(benchmark):
     def run_all():
         for name, candidates in {"exact": None, **BEAUTY_STAGES}.items():
             start = time.perf_counter()
-            results[name] = (generate(model, users, dataclasses.replace(settings, candidates=candidates), 0),
+            results[name] = (generate(model, users, dataclasses.replace(settings, ann=candidates), 0),
                              time.perf_counter() - start)
 
     benchmark.pedantic(run_all, rounds=1, iterations=1)

@@ -7,6 +7,7 @@ training loss each stop with one line on stderr and an exit code of their own.
 import argparse
 import sys
 
+from recbole_rsir import distributed
 from recbole_rsir.errors import InputError
 from recbole_rsir.quick_start import run_rsir
 from recbole_rsir.trainer.trainer import NonFiniteLossError
@@ -27,6 +28,8 @@ def main(argv=None):
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    finally:
+        distributed.finish()
     return 0
 
 

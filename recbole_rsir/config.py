@@ -20,6 +20,7 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType, dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
+from recbole_rsir import distributed
 from recbole_rsir.errors import ConfigError, InputError
 from recbole_rsir.model.backbone import is_backbone
 from recbole_rsir.schema import KEYS
@@ -151,6 +152,13 @@ class Config(RecBoleConfig):
         ):
             if os.path.isfile(path):
                 self._update_internal_config_dict(path)
+
+    def _init_device(self):
+        """RecBole starts a process group only on GPUs; this one also runs on CPU (distributed.py)."""
+        if distributed.requested(self.final_config_dict):
+            distributed.start(self.final_config_dict)
+        else:
+            super()._init_device()
 
     def _set_default_parameters(self):
         """Check each declared key before RecBole reads it, so a bad value stops with its name."""

@@ -97,7 +97,7 @@ def stages(monkeypatch):
 # ---- where the index cannot miss, the ann path is the exact path ----------------------
 
 @pytest.mark.parametrize("change", [dict(), dict(topk=3, prefix_len="random"), dict(p=0.0, tau=5),
-                                    dict(fidelity=False, topk=2), dict(p=1.0)])
+                                    dict(fidelity=False, topk=2), dict(p=1.0), dict(refine=3, topk=2)])
 @pytest.mark.parametrize("stage", [
     dict(index="flat", n_candidates=32),              # exact search, L a little above the 20 needed
     dict(index="ivf", n_candidates=N_ITEMS, nprobe=1),   # L covers the catalogue: no search
@@ -106,7 +106,7 @@ def stages(monkeypatch):
 def test_an_index_that_cannot_miss_gives_the_exact_sequences(large, stages, change, stage):
     settings = dataclasses.replace(large["settings"], **change)
     exact = generate(large["model"], large["seeds"], settings, SEED)
-    approx = generate(large["model"], large["seeds"], dataclasses.replace(settings, candidates=ann(**stage)), SEED)
+    approx = generate(large["model"], large["seeds"], dataclasses.replace(settings, ann=ann(**stage)), SEED)
     assert len(exact.sequences) > 5
     assert sequences(approx) == sequences(exact)
     (built,) = stages
@@ -133,10 +133,23 @@ def test_contexts_the_index_finds_too_little_for_are_scored_exactly(large, stage
     monkeypatch.setattr(candidates_module, "build_index", lambda faiss, vectors, *_: HalfEmpty(vectors))
     settings = dataclasses.replace(large["settings"], topk=2, prefix_len="random")
     exact = generate(large["model"], large["seeds"], settings, SEED)
-    approx = generate(large["model"], large["seeds"], dataclasses.replace(settings, candidates=ann(32)), SEED)
+    approx = generate(large["model"], large["seeds"], dataclasses.replace(settings, ann=ann(32)), SEED)
     assert sequences(approx) == sequences(exact)
     (built,) = stages
     assert 0 < built.fallbacks < built.searches
+
+
+def test_a_judge_model_is_scored_through_its_own_index(large, stages):
+    judge = copy.deepcopy(large["model"])
+    with torch.no_grad():
+        judge.item_embedding.weight.mul_(torch.linspace(0.5, 1.5, judge.item_embedding.weight.size(0)).unsqueeze(1))
+    settings = large["settings"]
+    exact = generate(large["model"], large["seeds"], settings, SEED, judge=judge)
+    assert sequences(exact) != sequences(generate(large["model"], large["seeds"], settings, SEED))
+    approx = generate(large["model"], large["seeds"], dataclasses.replace(settings, ann=ann(32, index="flat")), SEED,
+                      judge=judge)
+    assert sequences(approx) == sequences(exact)
+    assert len(stages) == 2 and all(stage.searches for stage in stages)
 
 
 # ---- a real approximate index: each step a consistent approximation --------------------
@@ -144,7 +157,7 @@ def test_contexts_the_index_finds_too_little_for_are_scored_exactly(large, stage
 def one_step(large, candidates, n_rows=400):
     """Exact and ann Scores of the first step of ``n_rows`` slots, with the rows."""
     model, seeds = large["model"], large["seeds"]
-    settings = dataclasses.replace(large["settings"], prefix_len="random", candidates=candidates)
+    settings = dataclasses.replace(large["settings"], prefix_len="random", ann=candidates)
     n_slots = min(n_rows, len(seeds) * settings.m)
     prefix = prefix_lengths(seeds.lengths, settings, draw_randomness(len(seeds) * settings.m, MAX_LEN, SEED))
     decoder = decoder_for(model, n_slots)
@@ -153,7 +166,7 @@ def one_step(large, candidates, n_rows=400):
     hidden = decoder.start(rows)
     stage = CandidateStage(model, settings, decoder.n_items)
     exact = score_catalogue(decoder, hidden, rows, settings, catalogue=True)
-    approx = score_catalogue(decoder, hidden, rows, settings, catalogue=True, candidates=stage)
+    approx = score_catalogue(decoder, hidden, rows, settings, catalogue=True, ann=stage)
     return settings, rows, exact, approx
 
 
@@ -187,9 +200,9 @@ def test_an_approximate_step_is_consistent_with_the_exact_one(large, index):
 def test_an_approximate_generation_keeps_the_sequence_invariants(large, stages):
     n_prefix = 2
     settings = dataclasses.replace(large["settings"], topk=2, p=0.3, prefix_len=n_prefix,
-                                   candidates=ann(steps_need(large["settings"], N_ITEMS + 1), nprobe=1))
+                                   ann=ann(steps_need(large["settings"], N_ITEMS + 1), nprobe=1))
     result = generate(large["model"], large["seeds"], settings, SEED)
-    exact = generate(large["model"], large["seeds"], dataclasses.replace(settings, candidates=None), SEED)
+    exact = generate(large["model"], large["seeds"], dataclasses.replace(settings, ann=None), SEED)
     assert len(result.sequences) and sequences(result) != sequences(exact)
     seeds = large["seeds"]
     by_user = {int(u): seeds[i].tolist() for i, u in enumerate(seeds.users)}
@@ -214,7 +227,7 @@ def test_held_out_items_never_reach_the_ann_path(tmp_path, one_thread_module, fa
         model.load_state_dict(state)
         model.double()
         settings = dataclasses.replace(GenerationSettings.from_config(config), m=2, tau=20, topk=2,
-                                       candidates=ann(24, nprobe=1))
+                                       ann=ann(24, nprobe=1))
         results.append((seeds.to_lists(), sequences(generate(model, seeds, settings, SEED))))
     (seeds_a, out_a), (seeds_b, out_b) = results
     assert seeds_a == seeds_b
@@ -257,7 +270,7 @@ def test_models_not_scored_by_inner_product_are_refused(tiny_data_path):
 
 
 def test_too_few_candidates_is_refused(large):
-    settings = dataclasses.replace(large["settings"], candidates=ann(steps_need(large["settings"], N_ITEMS + 1) - 1))
+    settings = dataclasses.replace(large["settings"], ann=ann(steps_need(large["settings"], N_ITEMS + 1) - 1))
     with pytest.raises(ConfigError, match="rsir_ann_candidates .* must be at least"):
         generate(large["model"], large["seeds"], settings, SEED)
 
@@ -271,4 +284,4 @@ def test_without_faiss_asking_for_ann_is_one_line_and_exit_2(tiny_data_path, mon
     assert err.count("\n") == 1 and "faiss" in err and "pip install" in err
     # exact scoring, the default, never needs it
     config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config_dict(tiny_data_path))
-    assert GenerationSettings.from_config(config).candidates is None
+    assert GenerationSettings.from_config(config).ann is None

@@ -415,3 +415,133 @@ def test_step_counts_follow_the_settings(trained, p, fidelity):
     assert (counts.catalogue_picks == 0) == (p == 1.0)
     assert (counts.fidelity_tests > 0) == fidelity
     assert 0 <= counts.fidelity_failures <= counts.fidelity_tests
+
+
+# ---- (f) refine on miss, a separate judge, tau per round -------------------------------
+
+def assert_counts_add_up(counts, refine):
+    """Each refine attempt follows a failure; a failure is rescued by at most one success."""
+    assert 0 <= counts.refine_successes <= counts.refine_attempts <= refine * counts.fidelity_failures
+    assert counts.refine_successes <= counts.fidelity_failures <= counts.fidelity_tests
+
+
+@pytest.mark.parametrize("refine, topk", [(1, 1), (3, 1), (2, 3), (4, 5)])
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_refine_equals_reference(trained, refine, topk, p):
+    settings = dataclasses.replace(trained["settings"], refine=refine, topk=topk, p=p, tau=5)
+    fast = generate(trained["model"], trained["seeds"], settings, SEED)
+    assert_same(fast, generate_reference(trained["model"], trained["seeds"], settings, SEED))
+    assert fast.counts.refine_attempts > 0          # the refine path ran
+    assert_counts_add_up(fast.counts, refine)
+
+
+@pytest.mark.parametrize("change", [dict(batch_size=5), dict(score_chunk=7), dict(prefix_len="random", topk=2),
+                                    dict(tau=1, p=1.0)])
+def test_refine_equals_reference_variants(trained, change):
+    settings = dataclasses.replace(trained["settings"], **{"refine": 2, "tau": 5, **change})
+    fast = generate(trained["model"], trained["seeds"], settings, SEED)
+    assert_same(fast, generate_reference(trained["model"], trained["seeds"], settings, SEED))
+    assert fast.counts.refine_attempts > 0
+
+
+def test_refine_only_extends(trained):
+    """Up to its first failed test a slot grows as without refine; there, refine replaces the
+    item instead of ending, so every sequence kept without refine starts a kept refined one."""
+    settings = dataclasses.replace(trained["settings"], tau=5, p=0.5)
+    plain = generate(trained["model"], trained["seeds"], settings, SEED)
+    refined = generate(trained["model"], trained["seeds"], dataclasses.replace(settings, refine=3), SEED)
+    assert refined.counts.refine_successes > 0
+    longer = refined.sequences.to_lists()
+    for seq in plain.sequences.to_lists():
+        assert any(other[:len(seq)] == seq for other in longer)
+    assert int(refined.sequences.lengths.sum()) > int(plain.sequences.lengths.sum())
+
+
+def test_refine_without_fidelity_changes_nothing(trained):
+    settings = dataclasses.replace(trained["settings"], fidelity=False, topk=2)
+    assert_same(generate(trained["model"], trained["seeds"], settings, SEED),
+                generate(trained["model"], trained["seeds"], dataclasses.replace(settings, refine=3), SEED))
+
+
+@pytest.mark.parametrize("name", ["hstu", "gru"])
+@pytest.mark.parametrize("change", [dict(p=0.5, topk=1), dict(p=0.0, topk=3), dict(p=1.0, topk=2)])
+def test_refine_through_other_caches_equals_reference(trained, request, name, change):
+    fixture = request.getfixturevalue(name)
+    model, seeds = fixture["model"], fixture["seeds"]
+    settings = dataclasses.replace(trained["settings"], refine=2, tau=5, batch_size=9, **change)
+    fast = generate(model, seeds, settings, SEED)
+    assert_same(fast, generate_reference(model, seeds, settings, SEED))
+    assert fast.counts.refine_attempts > 0
+
+
+@pytest.mark.parametrize("model_name, model_class", [("BERT4Rec", None), ("GRU4Rec", RecBoleGRU4Rec)])
+def test_refine_through_full_sort_equals_reference(trained, model_name, model_class):
+    _, _, seeds, model = build(trained["path"], model_name, model_class=model_class)
+    assert type(decoder_for(model, 1)) is FullSortDecoder
+    model.double()
+    settings = dataclasses.replace(trained["settings"], refine=2, tau=5, topk=2, batch_size=16)
+    fast = generate(model, seeds, settings, SEED)
+    assert_same(fast, generate_reference(model, seeds, settings, SEED))
+    assert fast.counts.refine_attempts > 0
+
+
+@pytest.mark.parametrize("name, cache_class", [("trained", SASRecCache), ("hstu", HSTUCache),
+                                               ("gru", GRU4RecCache)])
+def test_cache_re_encodes_its_last_position(trained, request, name, cache_class):
+    """An item put in place of the newest one (refine) gives the outputs of re-encoding the
+    whole context, also after rows moved and a replacement was replaced again."""
+    fixture = request.getfixturevalue(name)
+    model, seeds = fixture["model"], fixture["seeds"]
+    check = lambda got, want: torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    settings = dataclasses.replace(trained["settings"], m=1)
+    prefix = torch.minimum(torch.from_numpy(seeds.lengths), 1 + torch.arange(len(seeds)) % 4)
+    batch = generator_module.SlotSource(seeds, prefix, settings, model.n_items, model.device).rows(0, len(seeds))
+    cache, plain = cache_class(model, len(seeds)), ReEncoder(model)
+    check(cache.start(batch), plain.start(batch))
+    unused = lambda b, salt: torch.tensor([next(i for i in range(1 + salt % 5, model.n_items)
+                                                if i not in row[:n].tolist())
+                                           for row, n in zip(b.context, b.length)])
+    for step in range(4):
+        replace = (batch.slot + step) % 2 == 0 if step else torch.zeros(len(batch), dtype=torch.bool)
+        before = batch.context.clone()
+        batch.place(unused(batch, step), replace)
+        rows = replace.nonzero().squeeze(1)
+        assert (batch.context[rows] != before[rows]).sum() == len(rows)   # one item changed per replaced row
+        check(cache.extend(batch, replace), plain.extend(batch))
+        if step == 1:
+            keep = generator_module.survivors(torch.arange(len(batch)) % 3 == 1)
+            batch = batch.select(keep)
+            cache.keep(keep)
+
+
+@pytest.mark.parametrize("judge_name", ["hstu", "gru", "BERT4Rec"])
+@pytest.mark.parametrize("change", [dict(), dict(refine=2, topk=2, p=0.0), dict(p=1.0, tau=3, batch_size=7)])
+def test_judge_equals_reference(trained, request, judge_name, change):
+    """A judge of another kind (its own cache, or full_sort_predict) decodes beside the generator."""
+    if judge_name == "BERT4Rec":
+        judge = build(trained["path"], "BERT4Rec")[3].double()
+    else:
+        judge = request.getfixturevalue(judge_name)["model"]
+    settings = dataclasses.replace(trained["settings"], **{"tau": 5, **change})
+    fast = generate(trained["model"], trained["seeds"], settings, SEED, judge=judge)
+    assert_same(fast, generate_reference(trained["model"], trained["seeds"], settings, SEED, judge=judge))
+    assert len(fast.sequences)
+    own = generate(trained["model"], trained["seeds"], settings, SEED)
+    assert as_lists(fast) != as_lists(own)          # the judge's scores, not the generator's, decided
+
+
+def test_the_generator_as_its_own_judge_is_no_judge(trained):
+    settings = dataclasses.replace(trained["settings"], tau=5, refine=1)
+    assert_same(generate(trained["model"], trained["seeds"], settings, SEED, judge=trained["model"]),
+                generate(trained["model"], trained["seeds"], settings, SEED))
+
+
+def test_tau_tightens_per_round(trained):
+    settings = dataclasses.replace(trained["settings"], tau=50, tau_schedule="tighten", tau_factor=0.3)
+    assert [settings.for_round(k).tau for k in (1, 2, 3, 6)] == [50, 15, 4, 1]
+    constant = dataclasses.replace(settings, tau_schedule="constant")
+    assert {constant.for_round(k).tau for k in (1, 2, 3)} == {50}
+    third = settings.for_round(3)
+    fast = generate(trained["model"], trained["seeds"], third, SEED)
+    assert_same(fast, generate_reference(trained["model"], trained["seeds"], third, SEED))
+    assert fast.counts != generate(trained["model"], trained["seeds"], settings, SEED).counts

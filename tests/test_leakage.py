@@ -77,3 +77,40 @@ def test_held_out_items_never_reach_generation_or_training(data, tau, p, m, fide
         assert runs[0] == runs[1]
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_judge_model_never_sees_validation_or_test_items(tmp_path):
+    """rsir_judge_model: a model trained beside the generator. On two datasets that differ only in
+    their validation and test items, trained for one epoch (so validation cannot pick another
+    one), the judges are the same weights and judge the same sequences into being."""
+    import random
+
+    import torch
+    from recbole.utils import init_seed
+
+    from recbole_rsir.rounds.loop import RSIRRounds
+
+    rng = random.Random(5)
+    n_items = 25                      # at least the metrics' largest cutoff
+    users = [[rng.randint(1, n_items) for _ in range(rng.randint(5, 9))] for _ in range(8)]
+    swapped = [items[:-2] + [items[-1] % n_items + 1, items[-2] % n_items + 1] for items in users]
+    judges, outputs, generator_state = [], [], None
+    for name, seqs in (("a", users), ("b", swapped)):
+        config, _, train_data, valid_data, test_data = _setup(
+            str(tmp_path / name), _rows(n_items, seqs), rsir_judge_model="HSTU", epochs=1, rsir_tau=3,
+            rsir_min_len=2)
+        rounds = RSIRRounds(config, train_data, valid_data, test_data, show_progress=False)
+        init_seed(config["seed"] + 1, config["reproducibility"])
+        rounds.store.begin(1)
+        judge = rounds.judge(1)
+        assert type(judge).__name__ == "HSTU"
+        judges.append(judge.state_dict())
+        generator = get_model("SASRec")(config, train_data.dataset).eval()
+        generator_state = generator_state or generator.state_dict()      # the same generator for both
+        generator.load_state_dict(generator_state)
+        result = generate(generator, rounds.real, rounds.settings, seed=3, judge=judge)
+        assert result.counts.fidelity_tests > 0
+        outputs.append(result.sequences.to_lists())
+    assert judges[0].keys() == judges[1].keys()
+    assert all(torch.equal(judges[0][k], judges[1][k]) for k in judges[0])
+    assert outputs[0] == outputs[1]

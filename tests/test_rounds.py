@@ -16,6 +16,7 @@ from recbole_rsir.config import Config, plain_config
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import eval_targets, training_sequences
 from recbole_rsir.errors import ConfigError
+from recbole_rsir.generation.generator import generate
 from recbole_rsir.generation.reference import generate_reference
 from recbole_rsir.generation.rules import GenerationSettings
 from recbole_rsir.rounds.loop import RSIRRounds
@@ -119,6 +120,9 @@ def test_cli_end_to_end_writes_results_and_synthetic_data(tiny_data_path):
     (["--rsir_m=0"], "rsir_m must be an integer >= 1, got 0"),
     (["--rsir_rounds=-1"], "rsir_rounds must be an integer >= 0, got -1"),
     (["--rsir_min_len=1"], "rsir_min_len must be an integer >= 2, got 1"),
+    (["--rsir_refine=-1"], "rsir_refine must be an integer >= 0, got -1"),
+    (["--rsir_judge_model=NoSuchRec"], "rsir_judge_model must be 'none', 'previous' or a sequential model's name"),
+    (["--rsir_tau_schedule=loosen"], "rsir_tau_schedule must be 'constant' or 'tighten', got 'loosen'"),
     (["--train_los=full_ce"], "unknown key train_los; did you mean train_loss?"),
     pytest.param(["--epochs=-1"], "epochs must be an integer >= 1, got -1", marks=pytest.mark.slow),
     (["--seed=abc"], "seed must be an integer, got 'abc'"),
@@ -203,3 +207,38 @@ def test_rounds_refuse_an_explicit_all_position_path_for_recboles_trainer(tiny_d
     with pytest.raises(ConfigError, match="train_path all_positions needs RSIRTrainer or a subclass of it; "
                                           "Trainer trains on RecBole's path"):
         RSIRRounds(config, train_data, valid_data, test_data, trainer_class=Trainer)
+
+
+def test_previous_round_judges_and_tau_tightens(tiny_data_path):
+    """rsir_judge_model previous: round 1 judges itself, round 2's generator (round 1's model) is
+    judged by round 0's; under tighten, round 2 generates with half of round 1's tau."""
+    config, _, train_data, valid_data, test_data = build_tiny(
+        tiny_data_path, rsir_rounds=2, rsir_tau=10, rsir_judge_model="previous", rsir_tau_schedule="tighten",
+        epochs=1)
+    rounds = RSIRRounds(config, train_data, valid_data, test_data)
+    results = rounds.run()
+    assert [r.generation["tau"] for r in results[1:]] == [10, 5]
+    models = []
+    for k in (0, 1):
+        model = get_model("SASRec")(config, train_data.dataset)
+        model.load_state_dict(rounds.store.load(k)[2])
+        models.append(model)
+    settings = GenerationSettings.from_config(config)
+    for k, judge in ((1, None), (2, models[0])):
+        again = generate(models[k - 1], rounds.real, settings.for_round(k), seed=config["seed"] + k, judge=judge)
+        assert again.counts.as_dict().items() <= results[k].generation.items()
+        assert len(again.sequences) == results[k].generation["n_accepted"]
+    other = generate(models[1], rounds.real, settings.for_round(2), seed=config["seed"] + 2)
+    assert other.counts != again.counts          # round 0's model, not round 1's, judged round 2
+
+
+def test_a_judge_model_is_trained_for_each_generation(tiny_data_path):
+    config, _, train_data, valid_data, test_data = build_tiny(
+        tiny_data_path, rsir_rounds=1, rsir_tau=10, rsir_judge_model="HSTU", rsir_refine=2, epochs=1)
+    rounds = RSIRRounds(config, train_data, valid_data, test_data)
+    results = rounds.run()
+    assert os.path.isfile(os.path.join(rounds.store.round_dir(1), "judge.pth"))
+    assert not os.path.exists(os.path.join(rounds.store.round_dir(0), "judge.pth"))
+    generation = results[1].generation
+    assert generation["fidelity_tests"] > 0 and generation["refine_attempts"] > 0
+    assert results[1].n_synthetic_sequences == generation["n_accepted"]

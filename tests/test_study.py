@@ -12,7 +12,7 @@ from scipy import stats
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
-from recbole_rsir.study.plan import SWEEP_P, SWEEP_TAU, plan
+from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, plan
 from recbole_rsir.study.report import build_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,6 +131,27 @@ def test_plan_orders_dependencies_and_shares_round0():
     assert sum(r.arm.startswith("aug-") for r in runs) == 2 * len(OPERATORS)
 
 
+def test_variant_arms_reuse_their_base_round0_and_turn_one_option_on():
+    runs = plan(["d"], ["SASRec"], [1, 2], 3, ["tau", "judge", "refine", "strong"])
+    names = [r.name for r in runs]
+    for i, run in enumerate(runs):
+        for need in run.needs:
+            assert f"SASRec/{need}/seed{run.seed}" in names[:i]
+    by_arm = {r.arm: r for r in runs if r.seed == 1}
+    variants = {"refine": {"rsir_refine": REFINE_K}, "judge-previous": {"rsir_judge_model": "previous"},
+                "judge-HSTU": {"rsir_judge_model": "HSTU"},
+                "tau-tighten": {"rsir_tau_schedule": "tighten", "rsir_tau_factor": 0.5}}
+    for arm, overrides in variants.items():
+        plain, strong = by_arm[arm], by_arm[f"strong-{arm}"]
+        assert plain.overrides == strong.overrides == overrides and plain.rounds == strong.rounds == 3
+        assert (plain.round0_from, strong.round0_from) == ("rsir", "strong")
+        assert plain.config_files == () and strong.config_files == (os.path.relpath(STRONG_PRESET),)
+    assert len(runs) == 2 * (2 + 2 * len(variants))
+    without_strong = plan(["d"], ["SASRec"], [1], 3, ["refine"])
+    assert [r.arm for r in without_strong] == ["rsir", "refine"]
+    assert [r.arm for r in plan(["d"], ["HSTU"], [1], 1, ["judge"])] == ["rsir", "judge-previous", "judge-SASRec"]
+
+
 # ---- report arithmetic ------------------------------------------------------------------
 
 def _fake_payload(model, arm, seed, recall):
@@ -167,6 +188,32 @@ def test_report_means_changes_and_paired_test(tmp_path):
         assert f"- {name}" in text
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["runs"]) == 6 and results["missing"] == missing
+
+
+def test_report_sets_variants_beside_plain_rsir_with_their_generation(tmp_path):
+    recall = {("rsir", 2020): 0.10, ("rsir", 2021): 0.12, ("refine", 2020): 0.13, ("refine", 2021): 0.16}
+    for (arm, seed), base in recall.items():
+        payload = _fake_payload("SASRec", arm, seed, (0.1, 0.2))
+        r1 = json.loads(json.dumps(payload["rounds"][0]))
+        r1.update(round=1, n_synthetic_sequences=5, n_interactions=70,
+                  generation={"n_accepted": 5, "mean_length": 4.0 + (arm == "refine"), "acceptance_rate": 0.25,
+                              "fidelity_failure_rate": 0.5, "history_pick_share": 0.5, "tau": 50,
+                              "refine_attempts": 8 if arm == "refine" else 0, "refine_success_rate": 0.25})
+        for protocol in r1["protocols"].values():
+            protocol["test"]["recall@10"] = base
+        payload["rounds"].append(r1)
+        payload["run"]["rounds"] = 1
+        path = tmp_path / "runs" / "SASRec" / arm / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload))
+    build_report(str(tmp_path), "d", plan(["d"], ["SASRec"], [2020, 2021], 1, ["refine"]))
+    text = (tmp_path / "report.md").read_text()
+    assert text.count("| RSIR, refine on miss (K=3), round 1 | 2 | 0.1450 ± 0.0212 |") == 2   # both protocols
+    change, p = 0.145 / 0.11 - 1, stats.ttest_rel([0.13, 0.16], [0.10, 0.12]).pvalue
+    assert text.count(f"RSIR, refine on miss (K=3), round 1 vs without it: Recall@10 0.1450 against 0.1100 "
+                      f"({change:+.1%}, p {p:.3f})") == 2
+    assert "| refine | 1 | 2 | 15 | 70 | 0.23333 | 5 | 5.00 | 25.0% | 50.0% | 50.0% | 50 | 8 (25.0%) |" in text
+    assert "| rsir | 1 | 2 | 15 | 70 | 0.23333 | 5 | 4.00 | 25.0% | 50.0% | 50.0% | 50 | - |" in text
 
 
 # ---- the real command ---------------------------------------------------------------------
@@ -226,3 +273,34 @@ def test_study_command_end_to_end(tmp_path):
     again = _study(str(tmp_path), *args)
     assert again.returncode == 0 and "0 to run" in again.stdout
     assert stamps == {p: p.stat().st_mtime_ns for p in (folder / "runs").rglob("*.json")}
+
+
+@pytest.mark.slow
+def test_study_command_runs_the_variant_arms(tmp_path):
+    """Two rounds, so that the previous-round judge judges and tau tightens in round 2."""
+    write_atomic(make_rows(), os.path.join(tmp_path, "dataset", "tiny", "tiny.inter"))
+    (tmp_path / "tiny.yaml").write_text(
+        "epochs: 1\nrsir_m: 2\nrsir_tau: 8\ntrain_batch_size: 16\nhidden_size: 16\ninner_size: 32\nn_layers: 1\n"
+        "MAX_ITEM_LIST_LENGTH: 10\nuser_inter_num_interval: '[0,inf)'\nitem_inter_num_interval: '[0,inf)'\n")
+    done = _study(str(tmp_path), "--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=2",
+                  "--arms=rsir,strong,refine,judge,tau", "--config_files=tiny.yaml", "--out=out", "--work=work",
+                  "--jobs=2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    folder = tmp_path / "out" / "tiny"
+    runs = json.loads((folder / "results.json").read_text())["runs"]
+    assert len(runs) == 10
+    for base in ("rsir", "strong"):
+        prefix = "" if base == "rsir" else "strong-"
+        plain = runs[f"SASRec/{base}/seed1"]["rounds"]
+        variant = {arm: runs[f"SASRec/{prefix}{arm}/seed1"]["rounds"]
+                   for arm in ("refine", "judge-previous", "judge-HSTU", "tau-tighten")}
+        for rounds in variant.values():
+            assert rounds[0]["test"] == plain[0]["test"]                       # the base's round 0
+        assert variant["refine"][1]["generation"]["refine_attempts"] > 0
+        assert [r["generation"]["tau"] for r in variant["tau-tighten"][1:]] == [8, 4]
+        assert variant["judge-previous"][1]["generation"]["n_accepted"] == plain[1]["generation"]["n_accepted"]
+        assert variant["judge-HSTU"][1]["generation"]["fidelity_tests"] > 0
+    report = (folder / "report.md").read_text()
+    for label in ("RSIR, refine on miss (K=3), round 2", "strong + RSIR, judge: HSTU trained beside it, round 1",
+                  "RSIR, tau x0.5 per round, round 2", "strong + RSIR, judge: the previous round's model, round 2"):
+        assert report.count(f"| {label} |") == 2

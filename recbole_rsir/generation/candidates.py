@@ -89,9 +89,10 @@ def why_not_ann(model_class):
 
 
 def steps_need(settings, n_items):
-    """The longest top list a step reads (module docstring: ``n``), for a catalogue of ``n_items``
-    (padding included)."""
-    need = max(settings.tau if settings.fidelity else 0, settings.topk + settings.max_len)
+    """The longest top list a step reads (module docstring: ``n``; k is the pool's best items a
+    step keeps, rsir_topk or more with rsir_refine), for a catalogue of ``n_items`` (padding
+    included)."""
+    need = max(settings.tau if settings.fidelity else 0, settings.candidates + settings.max_len)
     return min(need, n_items - 1)
 
 
@@ -111,13 +112,13 @@ class CandidateStage:
         reason = why_not_ann(type(model))
         if reason:
             raise ConfigError(f"rsir_candidates=ann cannot be used: {reason}; use rsir_candidates=exact")
-        ann = settings.candidates
+        ann = settings.ann
         self.n_items = n_items
         self.n_candidates = min(ann.n_candidates, n_items - 1)
         need = steps_need(settings, n_items)
         if self.n_candidates < need:
             raise ConfigError(f"rsir_ann_candidates ({ann.n_candidates}) must be at least "
-                              f"max(rsir_tau, rsir_topk + MAX_ITEM_LIST_LENGTH) = {need}")
+                              f"max(rsir_tau, rsir_topk (rsir_refine + 1 if more) + MAX_ITEM_LIST_LENGTH) = {need}")
         self.vectors = model.item_embeddings().detach()  # [n_items, d], row 0 = padding
         faiss.omp_set_num_threads(torch.get_num_threads())
         start = time.perf_counter()

@@ -81,7 +81,7 @@ class FullSortDecoder:
     def start(self, rows):
         return self.extend(rows)
 
-    def extend(self, rows):
+    def extend(self, rows, replace=None):
         times = rows.times.float() if time_field(self.model) else None
         interaction = context_interaction(self.model, rows.context, rows.length, rows.user, times)
         return full_sort_scores(self.model, interaction)

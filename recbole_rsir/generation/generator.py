@@ -22,7 +22,9 @@ What is batched, and how:
   ``full_sort_predict`` (full_sort.py: slower, the same result).
 
 All randomness comes from rules.draw_randomness indexed by (slot, step), so the output
-does not depend on batch size, chunking, or the decoding path. What can differ from the
+does not depend on batch size, chunking, the decoding path, or how many processes share the
+slots (in a distributed run each rank decodes its own contiguous share, then every slot is
+gathered once and accepted in slot order, as one process would). What can differ from the
 reference: an exact tie between two items' scores may be broken the other way, and a
 batched matmul may round a score's last bit differently from the reference's one-row one
 (float64 models make both moot; tests/test_generation.py runs them).
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from recbole_rsir import distributed
 from recbole_rsir.generation.candidates import CandidateStage
 from recbole_rsir.generation.full_sort import FullSortDecoder
 from recbole_rsir.generation.rules import (StepCounts, accept, draw_randomness, pick_from_top, prefix_lengths,
@@ -54,6 +57,8 @@ class Batch:
     used: torch.Tensor      # [N, S]     history item already in context (padding counts as used)
     distinct: torch.Tensor  # [N]        distinct items in context
     user: torch.Tensor      # [N]        the seed's user
+    retry: torch.Tensor     # [N, R]     the last pick's untried pool candidates (refine), best first; 0 = none
+    retried: torch.Tensor   # [N]        the newest item is one of them (it replaced a failed one)
 
     def __len__(self):
         return len(self.slot)
@@ -66,12 +71,21 @@ class Batch:
 
     def append(self, items):
         """Add one generated item to every row (never one already in its context)."""
+        self.place(items, torch.zeros_like(self.length, dtype=torch.bool))
+
+    def place(self, items, replace):
+        """One generated item per row (never one already in its context): after the context, or
+        where ``replace``, in place of the newest item (a generated one that failed the fidelity
+        test; its time stays)."""
         rows = torch.arange(len(self), device=items.device)
-        self.context[rows, self.length] = items
-        self.times[rows, self.length] = self.times[rows, self.length - 1] + self.gap
-        self.length += 1
+        position = self.length - replace.long()
+        failed = torch.where(replace, self.context[rows, position], -1)
+        self.used &= self.history != failed.unsqueeze(1)   # generated items occur once in a context
+        self.context[rows, position] = items
+        self.times[rows, position] = self.times[rows, position - 1] + self.gap
+        self.length += (~replace).long()
         self.used |= self.history == items.unsqueeze(1)
-        self.distinct += 1
+        self.distinct += (~replace).long()
 
 
 class SlotSource:
@@ -79,7 +93,7 @@ class SlotSource:
 
     def __init__(self, seeds, prefix, settings, n_items, device):
         self.seeds, self.prefix, self.m, self.max_len = seeds, prefix.numpy(), settings.m, settings.max_len
-        self.n_items, self.device = n_items, device
+        self.n_items, self.device, self.retries = n_items, device, settings.retries
         self.gaps = np.array([time_gap(seeds.times(s)) for s in range(len(seeds))], dtype=np.float64)
         # each seed's distinct items in ascending order, flat (CSR)
         owner = np.repeat(np.arange(len(seeds)), seeds.lengths)
@@ -116,7 +130,8 @@ class SlotSource:
         return Batch(to(slot), to(context.astype(np.int64)), to(times.astype(np.float64)),
                      to(prefix.astype(np.int64)), to(prefix.astype(np.int64)), to(self.gaps[s]),
                      to(history.astype(np.int64)), to(used), to(distinct.astype(np.int64)),
-                     to(self.seeds.users[s]))
+                     to(self.seeds.users[s]), to(np.zeros((len(slot), self.retries), dtype=np.int64)),
+                     to(np.zeros(len(slot), dtype=bool)))
 
 
 def decoder_for(model, capacity):
@@ -146,7 +161,7 @@ def merge_top(values, items, new_values, new_items, k):
     return top, torch.cat([items, new_items], dim=1).gather(1, index)
 
 
-def score_catalogue(decoder, hidden, batch, settings, catalogue, candidates=None):
+def score_catalogue(decoder, hidden, batch, settings, catalogue, ann=None):
     """Scores of the catalogue given each row's context (``decoder.scores`` of its ``hidden``
     output), reduced to what the step needs.
 
@@ -159,7 +174,7 @@ def score_catalogue(decoder, hidden, batch, settings, catalogue, candidates=None
     model that may read the user (not a backbone), also its user. The
     catalogue is scored in chunks of ``score_chunk`` items (all at once when 0) whose top
     lists are merged: memory holds [contexts, chunk] scores, never [N, n_items]. Scores
-    are float32, as the reference's. With ``candidates`` (a candidates.CandidateStage) only the
+    are float32, as the reference's. With ``ann`` (a candidates.CandidateStage) only the
     items its index retrieves and the history items are scored (see candidates.py).
     """
     model, n_items = decoder.model, decoder.n_items
@@ -176,13 +191,13 @@ def score_catalogue(decoder, hidden, batch, settings, catalogue, candidates=None
     hidden = hidden[first_row]
 
     fidelity = settings.fidelity
-    tau, k = min(settings.tau, n_items - 1), min(settings.topk, n_items - 1)
+    tau, k = min(settings.tau, n_items - 1), min(settings.candidates, n_items - 1)
     list_len = min(max(tau if fidelity else 0, k + width if catalogue else 0), n_items)
     chunk = settings.score_chunk or n_items
     top = hidden.new_empty((len(contexts), 0), dtype=torch.float32)
     top_items = contexts.new_empty((len(contexts), 0))
     history = torch.full(batch.history.shape, -math.inf, device=hidden.device)
-    for start in range(0, n_items if candidates is None else 0, chunk):
+    for start in range(0, n_items if ann is None else 0, chunk):
         stop = min(start + chunk, n_items)
         items = None if stop - start == n_items else torch.arange(start, stop, device=hidden.device)
         scores = decoder.scores(hidden, items).float()
@@ -196,9 +211,9 @@ def score_catalogue(decoder, hidden, batch, settings, catalogue, candidates=None
             chunk_top, chunk_items = torch.topk(scores, min(list_len, stop - start), dim=1)
             top, top_items = merge_top(top, top_items, chunk_top, chunk_items + start, list_len)
         del scores  # before the next chunk's scores exist
-    if candidates is not None:
-        history = candidates.history_scores(hidden[row_context], batch.history)
-        top, top_items = candidates.top(hidden, list_len)
+    if ann is not None:
+        history = ann.history_scores(hidden[row_context], batch.history)
+        top, top_items = ann.top(hidden, list_len)
 
     tau_th = top[row_context, tau - 1] if fidelity else None
     catalogue_top, catalogue_items = top[:, :0], top_items[:, :0]
@@ -223,6 +238,18 @@ def pool_top(scores, batch, from_history, k):
     return top, top_items
 
 
+def untried(top_items, choice, pool_size, refine):
+    """``[N, refine]``: each row's pool top without its picked item, best first (0 = none
+    left): the items refine tries, in order, if the picked one fails the fidelity test."""
+    n = top_items.size(1)
+    if not refine:
+        return top_items[:, :0]
+    others = torch.arange(n - 1, device=top_items.device).expand(len(top_items), n - 1)
+    others = others + (others >= choice.unsqueeze(1)).long()      # every column but the picked one
+    items = top_items.gather(1, others).masked_fill(others >= pool_size.unsqueeze(1), 0)
+    return items[:, :refine]
+
+
 def pick(top, u, pool_size, k):
     """Index into each row's pool top, drawn with ``u``; rows are grouped by how many
     candidates they have, so each one sees exactly the reference's ``min(k, |pool|)`` list."""
@@ -242,56 +269,90 @@ def survivors(finished):
     return order
 
 
-@torch.no_grad()
-def generate(model, seeds, settings, seed, show_progress=False):
-    """Synthetic sequences for every seed sequence in ``seeds`` (a SequenceSet).
+def gather_slots(sequences, times, counts, first, last):
+    """Every rank's decoded slots ``first .. last - 1`` in their places, and the summed counts."""
+    if distributed.world_size() == 1:
+        return sequences, times, counts
+    total = StepCounts()
+    for start, stop, part, part_times, part_counts in distributed.gather(
+            (first, last, sequences[first:last], times[first:last], counts.as_dict())):
+        sequences[start:stop], times[start:stop] = part, part_times
+        for name, value in part_counts.items():
+            setattr(total, name, getattr(total, name) + value)
+    return sequences, times, total
 
-    Same result as ``generate_reference(model, seeds, settings, seed)``.
+
+@torch.no_grad()
+def generate(model, seeds, settings, seed, show_progress=False, judge=None):
+    """Synthetic sequences for every seed sequence in ``seeds`` (a SequenceSet); ``judge``: the
+    model whose scores the fidelity test reads (None: ``model`` judges itself), decoded beside it.
+
+    Same result as ``generate_reference(model, seeds, settings, seed, judge=judge)``.
     """
     model.eval()
     device, max_len = model.device, settings.max_len
     n_slots = len(seeds) * settings.m
     decoder = decoder_for(model, min(settings.batch_size, n_slots))
     n_items = decoder.n_items
-    candidates = CandidateStage(model, settings, n_items) if settings.candidates and n_slots else None
+    judge_decoder = None
+    if judge is not None and settings.fidelity:
+        judge.eval()
+        judge_decoder = decoder_for(judge, min(settings.batch_size, n_slots))
+        if judge_decoder.n_items != n_items:
+            raise ValueError(f"the judge scores {judge_decoder.n_items} items, the generator {n_items}")
+    # rsir_candidates ann: one index per scoring model, built once (its item vectors are fixed here)
+    ann = CandidateStage(model, settings, n_items) if settings.ann and n_slots else None
+    judge_ann = CandidateStage(judge, settings, n_items) if ann and judge_decoder is not None else None
     draws = draw_randomness(n_slots, max_len, seed)
     prefix = prefix_lengths(seeds.lengths, settings, draws)
     pool_u, pick_u = draws.pool.to(device), draws.pick.to(device)
     source = SlotSource(seeds, prefix, settings, n_items, device)
 
     sequences, times, counts = [None] * n_slots, [None] * n_slots, StepCounts()
-    batch, hidden, next_slot = source.rows(0, 0), None, 0
-    progress = tqdm(total=n_slots, desc="generate", ncols=100, leave=False, disable=not show_progress)
-    while next_slot < n_slots or len(batch):
+    first, last = distributed.share(n_slots)          # this rank's slots (all of them in one process)
+    batch, hidden, judge_hidden, next_slot = source.rows(first, first), None, None, first
+    progress = tqdm(total=last - first, desc="generate", ncols=100, leave=False, disable=not show_progress)
+    while next_slot < last or len(batch):
         # pending slots fill the batch; their prefixes are encoded
-        n_new = min(settings.batch_size - len(batch), n_slots - next_slot)
+        n_new = min(settings.batch_size - len(batch), last - next_slot)
         if n_new:
             new = source.rows(next_slot, next_slot + n_new)
             new_hidden = decoder.start(new)
             batch = batch.cat(new)
             hidden = new_hidden if hidden is None else torch.cat([hidden, new_hidden])
+            if judge_decoder is not None:
+                new_hidden = judge_decoder.start(new)
+                judge_hidden = new_hidden if judge_hidden is None else torch.cat([judge_hidden, new_hidden])
             next_slot += n_new
 
         # which pool each row would draw from at this step (same draw with fidelity on or off)
         step = (batch.length - batch.prefix).clamp(max=max_len - 1)
         from_history = pool_u[batch.slot, step] < settings.p
         pool_size = torch.where(from_history, (~batch.used).sum(1), n_items - 1 - batch.distinct)
-        scores = score_catalogue(decoder, hidden, batch, settings, catalogue=bool((~from_history).any()),
-                                 candidates=candidates)
+        scores = score_catalogue(decoder, hidden, batch, settings, catalogue=bool((~from_history).any()), ann=ann)
+        judged = scores if judge_decoder is None else score_catalogue(judge_decoder, judge_hidden, batch,
+                                                                      settings, catalogue=False, ann=judge_ann)
 
         # fidelity: some real item not yet used ranks within the top tau, or the slot ends
+        # (refine: unless an untried candidate of the failed item's pool is left to test next)
         finished = torch.zeros(len(batch), dtype=torch.bool, device=device)
+        refining = torch.zeros_like(finished)
         kept = batch.length.clone()
         if settings.fidelity:
             remaining = ~batch.used
-            passes = ((scores.history >= scores.tau_th.unsqueeze(1)) & remaining).any(1)
+            passes = ((judged.history >= judged.tau_th.unsqueeze(1)) & remaining).any(1)
             tested = remaining.any(1)          # rows with a real item left to test
             failed = tested & ~passes
-            counts.fidelity_tests += int(tested.sum())
-            counts.fidelity_failures += int(failed.sum())
-            kept -= (failed & (batch.length > batch.prefix)).long()  # withdraw the last item
-            finished |= ~tested | failed
-        finished |= (batch.length >= max_len) | (pool_size == 0)
+            first = tested & ~batch.retried    # the test of a step's picked item
+            counts.fidelity_tests += int(first.sum())
+            counts.fidelity_failures += int((failed & first).sum())
+            counts.refine_successes += int((batch.retried & ~failed).sum())
+            if batch.retry.size(1):
+                refining = failed & (batch.retry[:, 0] > 0)
+            ended = failed & ~refining
+            kept -= (ended & (batch.length > batch.prefix)).long()  # withdraw the last item
+            finished |= ~tested | ended
+        finished |= ((batch.length >= max_len) | (pool_size == 0)) & ~refining
 
         done = finished.nonzero().squeeze(1)
         if len(done):
@@ -303,20 +364,36 @@ def generate(model, seeds, settings, seed, show_progress=False):
         progress.update(len(done))
 
         # the rest pick their next item from the pool's top k
+        # and refining rows put their next candidate in place of the failed item
         go = survivors(finished)
-        batch, hidden, step, from_history, pool_size = (
-            batch.select(go), hidden[go], step[go], from_history[go], pool_size[go])
+        batch, hidden, step, from_history, pool_size, refining = (
+            batch.select(go), hidden[go], step[go], from_history[go], pool_size[go], refining[go])
         decoder.keep(go)
+        if judge_decoder is not None:
+            judge_hidden = judge_hidden[go]
+            judge_decoder.keep(go)
         if not len(batch):
             continue
-        top, top_items = pool_top(scores.select(go), batch, from_history, settings.topk)
+        top, top_items = pool_top(scores.select(go), batch, from_history, settings.candidates)
         choice = pick(top, pick_u[batch.slot, step], pool_size, settings.topk)
-        n_history = int(from_history.sum())
+        picking = ~refining
+        n_history = int((from_history & picking).sum())
         counts.history_picks += n_history
-        counts.catalogue_picks += len(batch) - n_history
-        batch.append(top_items.gather(1, choice.unsqueeze(1)).squeeze(1))
-        hidden = decoder.extend(batch)
+        counts.catalogue_picks += int(picking.sum()) - n_history
+        counts.refine_attempts += int(refining.sum())
+        items = top_items.gather(1, choice.unsqueeze(1)).squeeze(1)
+        if batch.retry.size(1):
+            items = torch.where(refining, batch.retry[:, 0], items)
+            shifted = torch.nn.functional.pad(batch.retry[:, 1:], (0, 1))
+            batch.retry = torch.where(refining.unsqueeze(1), shifted,
+                                      untried(top_items, choice, pool_size, batch.retry.size(1)))
+            batch.retried = refining
+        batch.place(items, refining)
+        hidden = decoder.extend(batch, refining)
+        if judge_decoder is not None:
+            judge_hidden = judge_decoder.extend(batch, refining)
     progress.close()
 
+    sequences, times, counts = gather_slots(sequences, times, counts, first, last)
     users = np.repeat(seeds.users, settings.m).tolist()
     return accept(sequences, times, users, prefix.tolist(), settings, counts)

@@ -34,27 +34,43 @@ def passes_fidelity(scores, remaining, tau):
     return False
 
 
-def generate_one(model, seed_items, seed_times, user, n_prefix, pool_u, pick_u, settings, counts):
+def generate_one(model, seed_items, seed_times, user, n_prefix, pool_u, pick_u, settings, counts, judge=None):
     """One synthetic sequence (items, times) of ``user`` grown from ``seed_items[:n_prefix]``;
-    its steps are added to ``counts``."""
+    its steps are added to ``counts``. ``judge`` (None: ``model``) scores the fidelity test.
+
+    With ``settings.refine`` = K, an item that fails the test is replaced by the next of its
+    step's pool's best items (descending score, the failed one and the context excluded), up
+    to K of them, each tested in turn; only when none passes is the item withdrawn."""
     history = set(seed_items)
     context = list(seed_items[:n_prefix])
     times = list(seed_times[:n_prefix])
     gap = time_gap(seed_times)
     step = 0
+    retries, retried = [], False   # the last pick's untried candidates; whether context[-1] is one
     while True:
         scores = score_context(model, context, times, user)
         if settings.fidelity:
             remaining = history - set(context)
             if not remaining:
+                counts.refine_successes += retried
                 break
-            counts.fidelity_tests += 1
-            if not passes_fidelity(scores, remaining, settings.tau):
-                counts.fidelity_failures += 1
+            judged = scores if judge is None else score_context(judge, context, times, user)
+            passed = passes_fidelity(judged, remaining, settings.tau)
+            if not retried:
+                counts.fidelity_tests += 1
+                counts.fidelity_failures += not passed
+            if not passed:
+                if retries:
+                    context[-1] = retries.pop(0)
+                    retried = True
+                    counts.refine_attempts += 1
+                    continue
                 if len(context) > n_prefix:
                     context.pop()
                     times.pop()
                 break
+            counts.refine_successes += retried
+        retried = False
         if len(context) >= settings.max_len:
             break
         from_history = bool(pool_u[step] < settings.p)
@@ -67,19 +83,23 @@ def generate_one(model, seed_items, seed_times, user, n_prefix, pool_u, pick_u, 
         pool_scores = torch.full_like(scores, -math.inf)
         members = torch.tensor(sorted(pool))
         pool_scores[members] = scores[members]
-        top_scores, top_items = torch.topk(pool_scores, min(settings.topk, len(pool)))
-        choice = top_items[pick_from_top(top_scores, pick_u[step])].item()
-        context.append(choice)
+        top_scores, top_items = torch.topk(pool_scores, min(settings.candidates, len(pool)))
+        index = pick_from_top(top_scores[:settings.topk], pick_u[step]).item()
+        context.append(top_items[index].item())
         times.append(times[-1] + gap)
+        retries = [item for i, item in enumerate(top_items.tolist()) if i != index][:settings.refine]
         counts.history_picks += from_history
         counts.catalogue_picks += not from_history
         step += 1
     return context, times
 
 
-def generate_reference(model, seeds, settings, seed, show_progress=False):
-    """Synthetic sequences for every seed sequence in ``seeds`` (a SequenceSet)."""
+def generate_reference(model, seeds, settings, seed, show_progress=False, judge=None):
+    """Synthetic sequences for every seed sequence in ``seeds`` (a SequenceSet); ``judge``: the
+    model whose scores the fidelity test reads (None: ``model`` judges itself)."""
     model.eval()
+    if judge is not None:
+        judge.eval()
     n_slots = len(seeds) * settings.m
     draws = draw_randomness(n_slots, settings.max_len, seed)
     prefix = prefix_lengths(seeds.lengths, settings, draws)
@@ -88,7 +108,7 @@ def generate_reference(model, seeds, settings, seed, show_progress=False):
         s = q // settings.m
         user = int(seeds.users[s])
         items, ts = generate_one(model, seeds[s].tolist(), seeds.times(s).tolist(), user, int(prefix[q]),
-                                 draws.pool[q], draws.pick[q], settings, counts)
+                                 draws.pool[q], draws.pick[q], settings, counts, judge)
         sequences.append(items)
         times.append(ts)
         users.append(user)

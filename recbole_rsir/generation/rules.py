@@ -4,7 +4,8 @@ Settings come from the RecBole config; all randomness is drawn up front from one
 generator, indexed by (sequence slot, step), so the output does not depend on batch size,
 on decoding order, or on whether fidelity is on (a step uses the same draw either way).
 """
-from dataclasses import dataclass, field, fields
+import math
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -25,7 +26,10 @@ class GenerationSettings:
     max_len: int         # MAX_ITEM_LIST_LENGTH
     batch_size: int
     score_chunk: int     # 0 = score the catalogue at once
-    candidates: object = None  # candidates.CandidateSettings (rsir_candidates: ann), None = exact
+    refine: int = 0      # items of the same pool tried in place of one that fails the fidelity test
+    tau_schedule: str = "constant"   # "tighten": tau shrinks by tau_factor per round (for_round)
+    tau_factor: float = 0.5
+    ann: object = None   # candidates.CandidateSettings (rsir_candidates: ann), None = exact scoring
 
     @classmethod
     def from_config(cls, config):
@@ -34,17 +38,41 @@ class GenerationSettings:
             min_len=config["rsir_min_len"], fidelity=config["rsir_fidelity"],
             prefix_len=config["rsir_prefix_len"], topk=config["rsir_topk"],
             max_len=config["MAX_ITEM_LIST_LENGTH"], batch_size=config["rsir_gen_batch_size"],
-            score_chunk=config["rsir_score_chunk"], candidates=CandidateSettings.from_config(config),
+            score_chunk=config["rsir_score_chunk"], refine=config["rsir_refine"],
+            tau_schedule=config["rsir_tau_schedule"], tau_factor=float(config["rsir_tau_factor"]),
+            ann=CandidateSettings.from_config(config),
         )
+
+    @property
+    def retries(self):
+        """Items refine may try in place of a failed one (none without the fidelity test)."""
+        return self.refine if self.fidelity else 0
+
+    @property
+    def candidates(self):
+        """How many of a pool's best items a step keeps: the top k to pick from, and with
+        refine the K best besides the picked one (which may be any of the top k)."""
+        return max(self.topk, self.retries + 1) if self.retries else self.topk
+
+    def for_round(self, round_index):
+        """The settings round ``round_index`` (>= 1) generates with: under ``tighten``, tau is
+        ``max(1, floor(tau * tau_factor ** (round - 1)))``, so round 1 keeps rsir_tau."""
+        if self.tau_schedule == "constant":
+            return self
+        return replace(self, tau=max(1, math.floor(self.tau * self.tau_factor ** (round_index - 1))),
+                       tau_schedule="constant")
 
 
 @dataclass
 class StepCounts:
     """What the steps of all attempted slots did, accepted or not: the study's statistics."""
-    fidelity_tests: int = 0      # steps at which the fidelity test ran
-    fidelity_failures: int = 0   # tests failed (each ends its slot)
+    fidelity_tests: int = 0      # steps at which the fidelity test ran (on the step's picked item)
+    fidelity_failures: int = 0   # tests failed: each ends its slot unless a refine attempt succeeds
     history_picks: int = 0       # items picked from the seed's own history
     catalogue_picks: int = 0     # items picked from the catalogue
+    refine_attempts: int = 0     # items tried in place of a failed one (rsir_refine)
+    refine_successes: int = 0    # tried items kept (passed, or left no real item to test);
+                                 # fidelity_failures - refine_successes slots ended on a failed test
 
     def as_dict(self):
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -74,6 +102,7 @@ class GenerationResult:
                 "length_histogram": np.bincount(self.sequences.lengths).tolist() if len(self.sequences) else [],
                 **c.as_dict(),
                 "fidelity_failure_rate": c.fidelity_failures / c.fidelity_tests if c.fidelity_tests else 0.0,
+                "refine_success_rate": c.refine_successes / c.refine_attempts if c.refine_attempts else 0.0,
                 "history_pick_share": c.history_picks / picks if picks else 0.0}
 
 

@@ -98,9 +98,12 @@ class Cache:
 
     The rows are the generator's: ``context [N, max_len]`` (items, 0-padded), ``times`` (aligned
     float64 timestamps) and ``length [N]``. ``start(rows)`` encodes new rows' contexts, appended
-    after the rows held; ``extend(rows)`` encodes every row's newest item (at ``length - 1``);
-    ``keep(index)`` drops and reorders rows as the batch does. The first two return each row's
-    output at its last position, which :meth:`scores` turns into item scores.
+    after the rows held; ``extend(rows, replace)`` encodes every row's newest item (at
+    ``length - 1``), which for rows where ``replace`` (None: none) is not a new position but
+    another item in place of the one encoded there last (refine), so the cache must be able to
+    re-encode its last position; ``keep(index)`` drops and reorders rows as the batch does.
+    The first two return each row's output at its last position, which :meth:`scores` turns
+    into item scores.
     """
 
     def __init__(self, model):
@@ -111,7 +114,7 @@ class Cache:
     def start(self, rows):
         raise NotImplementedError
 
-    def extend(self, rows):
+    def extend(self, rows, replace=None):
         raise NotImplementedError
 
     def keep(self, index):
@@ -131,7 +134,7 @@ class ReEncoder(Cache):
     def start(self, rows):
         return self.extend(rows)
 
-    def extend(self, rows):
+    def extend(self, rows, replace=None):
         width = int(rows.length.max())
         output = self.model.sequence_output(rows.context[:, :width], rows.length, self.context_times(rows, width))
         return output[torch.arange(len(rows), device=output.device), rows.length - 1]
@@ -161,7 +164,8 @@ class RowCache(Cache):
         self.width = max(self.width, width)
         return output[torch.arange(n_new, device=output.device), rows.length - 1]
 
-    def extend(self, rows):
+    def extend(self, rows, replace=None):
+        """The newest positions' tensors are written over whatever an earlier call left there."""
         position = (rows.length - 1).unsqueeze(1)
         newest = rows.context.gather(1, position)
         times = rows.times.gather(1, position).float() if self.reads_time else None

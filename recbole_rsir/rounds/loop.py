@@ -15,9 +15,12 @@ import os
 import signal
 import time
 
+import torch
 from recbole.utils import init_seed, set_color
+from torch.utils.data.distributed import DistributedSampler
 
-from recbole_rsir.config import plain_config
+from recbole_rsir import distributed
+from recbole_rsir.config import Config, plain_config
 from recbole_rsir.data.merge import training_loader, write_synthetic
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
 from recbole_rsir.errors import ConfigError
@@ -27,6 +30,7 @@ from recbole_rsir.generation.rules import GenerationSettings
 from recbole_rsir.rounds.results import RoundResult, plain_metrics
 from recbole_rsir.rounds.store import RoundStore
 from recbole_rsir.trainer.checkpoints import Checkpoints
+from recbole_rsir.trainer.distributed import DistributedTraining
 from recbole_rsir.trainer.positions import AllPositionTraining
 from recbole_rsir.trainer.trainer import RSIRTrainer
 from recbole_rsir.utils import get_model
@@ -55,6 +59,22 @@ def settle_train_path(config, trainer_class):
     config["train_path"] = "recbole"
 
 
+def check_distributed(config, trainer_class):
+    """RecBole's own trainers wrap DDP for GPUs only."""
+    if (not config["single_spec"] and config["device"].type != "cuda"
+            and not issubclass(trainer_class, DistributedTraining)):
+        raise ConfigError(f"{trainer_class.__name__} runs distributed on GPUs only (RecBole 1.2.1 wraps DDP "
+                          f"with a CUDA device); on CPU use RSIRTrainer or a subclass of it")
+
+
+def whole(config, loader):
+    """An evaluation loader over all users: a distributed run ranks every user on every rank."""
+    if config["single_spec"] or not isinstance(loader.sampler, DistributedSampler):
+        return loader
+    with distributed.single_process(config):
+        return type(loader)(config, loader._dataset, loader._sampler, shuffle=False)
+
+
 class RSIRRounds:
     """Runs RSIR rounds on RecBole data loaders; one object per experiment.
 
@@ -69,20 +89,23 @@ class RSIRRounds:
         """``extra``: a SequenceSet added to the training data of every round and never used as
         a seed (an offline augmentation baseline, another model's synthetic sequences)."""
         settle_train_path(config, trainer_class)
+        check_distributed(config, trainer_class)
         self.config = config
+        valid_data, test_data = whole(config, valid_data), whole(config, test_data)
         self.train_data, self.valid_data, self.test_data = train_data, valid_data, test_data
         self.trainer_class = trainer_class
         self.show_progress = config["show_progress"] if show_progress is None else show_progress
         self.on_round_end = on_round_end
         self.logger = logging.getLogger()
-        self.store = RoundStore(config["rsir_output_dir"])
+        self.store = RoundStore(config["rsir_output_dir"], writer=distributed.is_main())
         # RecBole's Trainer creates checkpoint_dir; ours live in the output folder, so point it
         # there before the run's config is saved
         config["checkpoint_dir"] = self.store.rounds_dir
         self.store.check_config(plain_config(config), config["rsir_overwrite"])
         self.settings = GenerationSettings.from_config(config)
         self.real = training_sequences(train_data.dataset)
-        masked = mask_earlier_items(train_data.dataset, valid_data, test_data)
+        with distributed.single_process(config):
+            masked = mask_earlier_items(train_data.dataset, valid_data, test_data)
         self.protocols = {"recbole": {"valid": valid_data, "test": test_data},
                           "exclude_history": dict(zip(("valid", "test"), masked))}
         self.protocol = "exclude_history" if config["exclude_history_items"] else "recbole"
@@ -143,11 +166,50 @@ class RSIRRounds:
             return self.real.concat(self.synthetic)
         return self.real
 
+    def judge(self, round_index):
+        """The model whose scores judge fidelity in round ``round_index`` (rsir_judge_model), or
+        None (the generator judges itself)."""
+        name = self.config["rsir_judge_model"]
+        if name == "none" or not self.config["rsir_fidelity"]:
+            return None
+        if name == "previous":    # the best model of round k-2; round 1's generator is the first model
+            if round_index < 2:
+                return None
+            model = get_model(self.config["model"])(self.config, self.train_data.dataset).to(self.config["device"])
+            model.load_state_dict(self.store.load(round_index - 2)[2])
+            return model
+        return self.train_judge(name, round_index)
+
+    def train_judge(self, name, round_index):
+        """Model ``name`` trained, as the generator was, on the generator's training data (real
+        training sequences, extra ones and those accepted before round ``round_index``), with
+        the run's trainer and config and early stopping on the same validation set. Its
+        weights are kept in the round's folder as ``judge.pth``; the global random streams are
+        reseeded after it, so the round's own training draws what it would without a judge."""
+        overrides = {k: v for k, v in self.config.external_config_dict.items() if k != "model"}
+        overrides.update(checkpoint_dir=self.store.rounds_dir, rsir_output_dir=self.store.output_dir,
+                         torch_threads=self.config["torch_threads"])
+        config = Config(name, self.config["dataset"], config_dict=overrides)
+        settle_train_path(config, self.trainer_class)
+        model = get_model(name)(config, self.train_data.dataset).to(config["device"])
+        trainer = self.trainer_class(config, model)
+        trainer.saved_model_file = os.path.join(self.store.round_dir(round_index) + ".tmp", "judge.pth")
+        trainer.round_index = round_index
+        loader = training_loader(config, self.train_data, self.real, self.extra.concat(self.synthetic))
+        trainer.fit(loader, self.protocols[self.protocol]["valid"], saved=True, show_progress=self.show_progress,
+                    verbose=False)
+        distributed.barrier()                     # rank 0 has written the judge's best weights
+        state = torch.load(trainer.saved_model_file, map_location=config["device"], weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        init_seed(self.config["seed"] + round_index, self.config["reproducibility"])
+        return model
+
     def generate(self, model, round_index):
         """Synthetic sequences for round ``round_index`` from the previous round's best model."""
+        judge, settings = self.judge(round_index), self.settings.for_round(round_index)
         start = time.time()
-        result = generate(model, self.seeds(), self.settings, seed=self.config["seed"] + round_index,
-                          show_progress=self.show_progress)
+        result = generate(model, self.seeds(), settings, seed=self.config["seed"] + round_index,
+                          show_progress=self.show_progress, judge=judge)
         seconds = time.time() - start
         fault_point(f"generate:{round_index}")
         self.logger.info(set_color(f"round {round_index} generation", "green") +
@@ -156,8 +218,9 @@ class RSIRRounds:
                          f"{seconds:.1f}s")
         name = f"{self.config['dataset']}-rsir-round{round_index}"
         path = os.path.join(self.store.output_dir, name, f"{name}.inter")
-        write_synthetic(path, self.train_data.dataset, result.sequences, round_index)
-        return result.sequences, {**result.stats(), "atomic_file": path}, seconds
+        if self.store.writer:
+            write_synthetic(path, self.train_data.dataset, result.sequences, round_index)
+        return result.sequences, {**result.stats(), "tau": settings.tau, "atomic_file": path}, seconds
 
     def resume(self):
         """Reload finished rounds; return the last one's best model, or None."""

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 import yaml
 
+from recbole_rsir import distributed
 from recbole_rsir.data.sequences import SequenceSet
 from recbole_rsir.errors import ConfigError, CorruptFileError, OutputError
-from recbole_rsir.schema import IGNORED_KEYS
+from recbole_rsir.schema import IGNORED_KEYS, KEYS
 
 RUN_CONFIG = "config.yaml"
 
@@ -30,8 +31,12 @@ def _unreadable(path, err):
 
 
 class RoundStore:
-    def __init__(self, output_dir):
+    """Finished rounds and the checkpoint of the one in progress, on disk. In a distributed run
+    every rank reads it and rank 0 (``writer``) alone writes."""
+
+    def __init__(self, output_dir, writer=True):
         self.output_dir = output_dir
+        self.writer = writer
         self.rounds_dir = os.path.join(output_dir, "rounds")
 
     def round_dir(self, k):
@@ -41,6 +46,8 @@ class RoundStore:
         """The temporary folder for round k, emptied but for the checkpoint of an interrupted
         training (training saves there and resumes from it)."""
         tmp = self.round_dir(k) + ".tmp"
+        if not self.writer:
+            return tmp
         os.makedirs(tmp, exist_ok=True)
         for name in os.listdir(tmp):
             if name != "model.pth":
@@ -60,6 +67,8 @@ class RoundStore:
         """Round k is finished: its best weights (in place of the trainer's checkpoint, which any
         trainer may have written), its accepted sequences and its result, renamed into place."""
         tmp = self.round_dir(k) + ".tmp"
+        if not self.writer:
+            return
         try:
             torch.save({"state_dict": state_dict}, os.path.join(tmp, "weights.pth"))
             os.replace(os.path.join(tmp, "weights.pth"), os.path.join(tmp, "model.pth"))
@@ -99,21 +108,30 @@ class RoundStore:
 
     # ---- the run's config ------------------------------------------------------------
     def check_config(self, plain, overwrite):
-        """Refuse to resume a directory made with other settings, unless told to start over."""
+        """Refuse to resume a directory made with other settings, unless told to start over.
+
+        Every rank compares (so every rank refuses alike); then the writer alone starts over
+        and saves the run's config."""
         path = os.path.join(self.output_dir, RUN_CONFIG)
         started = self.finished() or self.interrupted(len(self.finished()))
+        keys = []
         if os.path.isfile(path) and started:
             with open(path, encoding="utf-8") as f:
                 stored = yaml.safe_load(f) or {}
+            # a key added since those rounds were made counts as its default, which reproduces them
+            stored = {**{k: KEYS[k].default for k in set(plain) - set(stored) if k in KEYS}, **stored}
             keys = sorted(k for k in set(stored) | set(plain)
-                          if k not in IGNORED_KEYS and stored.get(k) != plain.get(k))
+                          if k not in IGNORED_KEYS | distributed.LAUNCH_KEYS and stored.get(k) != plain.get(k))
             if keys and not overwrite:
                 raise ConfigError(
                     f"{self.output_dir} holds rounds made with other settings ({', '.join(keys)}); "
                     f"use another rsir_output_dir or pass --rsir_overwrite=True to start over")
+        distributed.barrier()            # every rank has read the old config
+        if self.writer:
             if keys:
                 shutil.rmtree(self.rounds_dir, ignore_errors=True)
-        os.makedirs(self.output_dir, exist_ok=True)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            yaml.safe_dump(plain, f, sort_keys=True)
-        os.replace(path + ".tmp", path)
+            os.makedirs(self.output_dir, exist_ok=True)
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                yaml.safe_dump(plain, f, sort_keys=True)
+            os.replace(path + ".tmp", path)
+        distributed.barrier()            # and no rank reads rounds the writer is removing

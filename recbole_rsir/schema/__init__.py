@@ -127,6 +127,21 @@ class IntegerList:
         return f"a list of integers >= {self.item.low}"
 
 
+class JudgeModel:
+    """``none``, ``previous`` or a sequential model this package can train."""
+
+    WORDS = ("none", "previous")
+
+    def accepts(self, value):
+        if not isinstance(value, str):
+            return False
+        from recbole_rsir.utils import sequential_model_names  # models import the package's config
+        return value in self.WORDS or value in sequential_model_names()
+
+    def __str__(self):
+        return "'none', 'previous' or a sequential model's name"
+
+
 RANKING_METRICS = sorted(name for name, kind in metric_types.items() if kind == EvaluatorType.RANKING)
 """RecBole's metrics of a full ranking (its value metrics need labelled evaluation)."""
 
@@ -183,6 +198,20 @@ SECTIONS = (
         Key("rsir_prefix_len", Either(Integer(1), Choice("random")), 1,
             "real items a synthetic sequence starts from (random: uniform in [1, n-1])"),
         Key("rsir_topk", Integer(1), 1, "1 = greedy; k > 1 samples among the pool's top k by softmax"),
+        Key("rsir_refine", Integer(0), 0,
+            "refine on miss: when a generated item fails the fidelity test, try in its place up to this many "
+            "other items of the pool it was picked from at that step, best score first (the context and the "
+            "failed item excluded), each tested in turn; the sequence ends only when none passes (0 = the paper)"),
+        Key("rsir_judge_model", JudgeModel(), "none",
+            "who scores the fidelity test (the generator's own scores still pick the items): none = the "
+            "generator; previous = the model of the round before the generator's (round 1, whose generator "
+            "is the base, has none: the generator judges itself); a model name = that model, trained with the "
+            "same trainer and config on the same training data as the generator, just before generation"),
+        Key("rsir_tau_schedule", Choice("constant", "tighten"), "constant",
+            "constant = rsir_tau every round; tighten = round k generates with "
+            "max(1, floor(rsir_tau * rsir_tau_factor^(k-1))), stricter as the training data fills with "
+            "synthetic sequences"),
+        Key("rsir_tau_factor", Number(above=0), 0.5, "tau's factor per round under rsir_tau_schedule: tighten"),
         Key("rsir_seed_synthetic", Boolean(), False, "also seed round k+1 from earlier synthetic sequences"),
         Key("rsir_mode", Choice("scratch", "finetune"), "scratch",
             "scratch (each round trains new weights) or finetune (each round starts from the previous "

@@ -4,6 +4,10 @@ A *run* is one RSIR invocation (one output folder): ``rsir_rounds`` rounds on to
 round 0. An *arm* is what the report compares; several arms come from one run (the
 ``rsir`` run gives the base, round 0, and RSIR rounds 1..R). Runs that differ from
 ``rsir`` only in what happens after round 0 reuse its round 0 instead of training it again.
+
+A *variant* arm is plain RSIR with one of the options beyond the paper on (refine on miss, a
+separate judge, a tightening tau); it reuses ``rsir``'s round 0, and with ``strong`` among
+the arms it also runs on the strong preset, reusing ``strong``'s round 0.
 """
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,8 +22,28 @@ SMALL_MODEL = {"n_layers": 1, "hidden_size": 32, "inner_size": 128}
 SWEEP_TAU = (1, 5, 10, 20, 50, 100)
 SWEEP_P = (0.0, 0.25, 0.5, 0.75, 1.0)
 
-ARMS = ("rsir", "nofid", "ft", "aug", "w2s", "strong", "sweep")
-"""``--arms`` choices: ``aug`` stands for the five augmentation operators."""
+REFINE_K = 3
+TAU_FACTOR = 0.5
+VARIANT_ARMS = ("refine", "judge", "tau")
+ARMS = ("rsir", "nofid", "ft", "aug", "w2s", "strong", "sweep") + VARIANT_ARMS
+"""``--arms`` choices: ``aug`` stands for the five augmentation operators; the variant arms
+come last, so that ``strong`` runs before their strong runs."""
+DEFAULT_ARMS = tuple(a for a in ARMS if a not in ("sweep",) + VARIANT_ARMS)
+"""What a study runs unless told otherwise (the sweep and the variants are asked for by name)."""
+
+
+def variants(arm, model):
+    """``{run arm: (label, overrides)}`` of a variant arm for ``model``: plain RSIR with one option on."""
+    if arm == "refine":
+        return {"refine": (f"refine on miss (K={REFINE_K})", {"rsir_refine": REFINE_K})}
+    if arm == "judge":
+        other = "HSTU" if model != "HSTU" else "SASRec"
+        return {"judge-previous": ("judge: the previous round's model", {"rsir_judge_model": "previous"}),
+                f"judge-{other}": (f"judge: {other} trained beside it", {"rsir_judge_model": other})}
+    if arm == "tau":
+        return {"tau-tighten": (f"tau x{TAU_FACTOR:g} per round",
+                                {"rsir_tau_schedule": "tighten", "rsir_tau_factor": TAU_FACTOR})}
+    raise ValueError(f"unknown variant arm {arm!r}; known: {', '.join(VARIANT_ARMS)}")
 
 
 @dataclass(frozen=True)
@@ -43,7 +67,7 @@ class Run:
         return asdict(self)
 
 
-def _arm_runs(dataset, model, seed, rounds, arm, first_seed, files):
+def _arm_runs(dataset, model, seed, rounds, arm, first_seed, files, strong=False):
     def run(name, config_files=(), **kw):
         return Run(dataset, model, name, seed, config_files=tuple(config_files) + tuple(files), **kw)
 
@@ -62,6 +86,14 @@ def _arm_runs(dataset, model, seed, rounds, arm, first_seed, files):
                 run("w2s", rounds=0, extra="w2s", needs=("w2s-small",))]
     if arm == "strong":
         return [run("strong", rounds=rounds, config_files=(os.path.relpath(STRONG_PRESET),))]
+    if arm in VARIANT_ARMS:
+        runs = []
+        for name, (_, overrides) in variants(arm, model).items():
+            runs.append(run(name, rounds=rounds, overrides=overrides, round0_from="rsir", needs=("rsir",)))
+            if strong:
+                runs.append(run(f"strong-{name}", rounds=rounds, overrides=overrides, round0_from="strong",
+                                config_files=(os.path.relpath(STRONG_PRESET),), needs=("strong",)))
+        return runs
     if arm == "sweep":
         if seed != first_seed:
             return []
@@ -77,9 +109,12 @@ def plan(datasets, models, seeds, rounds, arms, config_files=()):
     dependencies always come before it. ``config_files`` apply to every run, after an arm's
     own preset."""
     runs = []
+    ordered = ("rsir",) + tuple(sorted(set(arms) - {"rsir"},
+                                               key=lambda a: ARMS.index(a) if a in ARMS else len(ARMS)))
     for seed in seeds:
         for dataset in datasets:
             for model in models:
-                for arm in ("rsir",) + tuple(a for a in arms if a != "rsir"):
-                    runs.extend(_arm_runs(dataset, model, seed, rounds, arm, seeds[0], config_files))
+                for arm in ordered:
+                    runs.extend(_arm_runs(dataset, model, seed, rounds, arm, seeds[0], config_files,
+                                          strong="strong" in arms))
     return runs

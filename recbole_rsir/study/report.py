@@ -14,7 +14,7 @@ import numpy as np
 from scipy import stats
 
 from recbole_rsir.study.augment import OPERATORS
-from recbole_rsir.study.plan import SWEEP_P, SWEEP_TAU
+from recbole_rsir.study.plan import SWEEP_P, SWEEP_TAU, VARIANT_ARMS, variants
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10")
 TESTED = ("recall@10", "ndcg@10")
@@ -55,7 +55,16 @@ def rows_for(model, n_rounds):
              ("weak-to-strong", "w2s", 0, "rsir")]
     rows += [("strong base (round 0)", "strong", 0, "strong")]
     rows += [(f"strong + RSIR round {k}", "strong", k, "strong") for k in range(1, n_rounds + 1)]
+    for base, prefix in (("rsir", ""), ("strong", "strong + ")):
+        for arm, label in variant_arms(model, base):
+            rows += [(f"{prefix}RSIR, {label}, round {k}", arm, k, base) for k in range(1, n_rounds + 1)]
     return rows
+
+
+def variant_arms(model, base):
+    """``(arm, label)`` of every variant run of ``model`` on ``base`` (rsir or strong)."""
+    return [(name if base == "rsir" else f"{base}-{name}", label)
+            for arm in VARIANT_ARMS for name, (label, _) in variants(arm, model).items()]
 
 
 def values(runs, model, arm, k, protocol, metric):
@@ -119,9 +128,12 @@ def metric_table(runs, model, n_rounds, protocol):
 def round_stats(runs, model, n_rounds):
     """Training data and generation statistics per round, mean over seeds."""
     header = ("| arm | round | seeds | sequences (real+syn+extra) | interactions | density | accepted this round "
-              "| mean accepted length | acceptance rate | failed fidelity tests | picks from history |")
+              "| mean accepted length | acceptance rate | failed fidelity tests | picks from history | tau "
+              "| refine attempts (rescued) |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for arm in ("rsir", "ft", "nofid", "strong", "w2s") + tuple(f"aug-{op}" for op in OPERATORS):
+    arms = ("rsir", "ft", "nofid", "strong", "w2s") + tuple(f"aug-{op}" for op in OPERATORS)
+    arms += tuple(arm for base in ("rsir", "strong") for arm, _ in variant_arms(model, base))
+    for arm in arms:
         for k in range(n_rounds + 1):
             rs = [_round(p, k) for (m, a, _), p in runs.items() if (m, a) == (model, arm)]
             rs = [r for r in rs if r is not None and "n_interactions" in r]
@@ -139,11 +151,14 @@ def round_stats(runs, model, n_rounds):
                 f"| {arm} | {k} | {len(rs)} | {n_seq:,.0f} | {n_inter:,.0f} | {density:.5f} | "
                 + (f"{accepted:,.0f} | {g('mean_length'):.2f} | " if gen else "- | - | ")
                 + (f"{g('acceptance_rate'):.1%} | {g('fidelity_failure_rate'):.1%} | {g('history_pick_share'):.1%} |"
-                   if gen and "acceptance_rate" in gen[0] else "- | - | - |"))
+                   if gen and "acceptance_rate" in gen[0] else "- | - | - |")
+                + (f" {g('tau'):g} |" if gen and "tau" in gen[0] else " - |")
+                + (f" {g('refine_attempts'):,.0f} ({g('refine_success_rate'):.1%}) |"
+                   if gen and gen[0].get("refine_attempts") else " - |"))
     return lines
 
 
-def findings(summary, n_rounds, protocol):
+def findings(summary, n_rounds, protocol, model):
     """Plain sentences answering the study's questions from the table's numbers."""
     out = []
 
@@ -176,6 +191,14 @@ def findings(summary, n_rounds, protocol):
         out.append(f"without fidelity, round {n_rounds} Recall@10 is {last_nofid:.4f} against base {base:.4f} "
                    f"and RSIR round {n_rounds} {last_rsir if last_rsir is not None else float('nan'):.4f}")
         out.append(said("nofid", n_rounds, f"no fidelity round {n_rounds} vs base"))
+    for base, prefix in (("rsir", "RSIR"), ("strong", "strong + RSIR")):
+        for arm, label in variant_arms(model, base):
+            for k in range(1, n_rounds + 1):
+                cell, plain = (summary.get(key, {}).get("cells", {}).get("recall@10") for key in ((arm, k), (base, k)))
+                if cell and plain:
+                    change, p = compare(cell, plain)
+                    out.append(f"{prefix}, {label}, round {k} vs without it: Recall@10 {mean(arm, k):.4f} against "
+                               f"{mean(base, k):.4f} ({_pct(change)}, p {_p(p) or 'n/a'})")
     for arm, what in (("w2s", "weak-to-strong vs base"), ("strong", None)):
         if arm == "strong":
             for k in range(1, n_rounds + 1):
@@ -340,7 +363,8 @@ def build_report(folder, dataset, planned):
         md += [f"## {model}", ""]
         for protocol, label in PROTOCOLS.items():
             table, summary = metric_table(runs, model, n_rounds, protocol)
-            md += [f"### {label}", ""] + table + ["", "Findings:", ""] + findings(summary, n_rounds, protocol) + [""]
+            md += [f"### {label}", ""] + table + ["", "Findings:", ""]
+            md += findings(summary, n_rounds, protocol, model) + [""]
         md += ["### Training data and generation per round", "",
                "Sequences and interactions of the round's training set; density = interactions / (sequences x "
                "items); the generation columns describe the sequences generated for that round (for augmentation "

@@ -17,7 +17,7 @@ import time
 
 from recbole_rsir.data.bundled import BUNDLED
 from recbole_rsir.errors import InputError
-from recbole_rsir.study.plan import ARMS, plan
+from recbole_rsir.study.plan import ARMS, DEFAULT_ARMS, plan
 from recbole_rsir.study.report import build_report
 from recbole_rsir.study.worker import result_path, run_dir
 from recbole_rsir.utils import get_model
@@ -43,7 +43,7 @@ def parse_args(argv):
     parser.add_argument("--models", default="SASRec")
     parser.add_argument("--seeds", default="2020,2021,2022")
     parser.add_argument("--rounds", default="3")
-    parser.add_argument("--arms", default=",".join(a for a in ARMS if a != "sweep"),
+    parser.add_argument("--arms", default=",".join(DEFAULT_ARMS),
                         help=f"comma-separated among {', '.join(ARMS)}")
     parser.add_argument("--config_files", default="", help="space-separated yaml files for every run")
     parser.add_argument("--out", default=os.path.join("benchmarks", "results"), help="results root")

@@ -4,12 +4,15 @@ RecBole's checkpoints pickle its Config, which torch >= 2.6 refuses to load by d
 hold no random state, so a resumed fit cannot repeat an uninterrupted one. These hold the
 weights, the optimizer, early stopping's state and the random streams of dropout (torch's
 global generator), negatives and shuffling: a fit resumed with RecBole's
-``resume_checkpoint`` ends as one never stopped.
+``resume_checkpoint`` ends as one never stopped. In a distributed run each rank draws its own
+dropout masks, so a checkpoint holds every rank's streams; rank 0 writes it.
 """
 import os
 import time
 
 import torch
+
+from recbole_rsir import distributed
 
 
 class Checkpoints:
@@ -53,6 +56,9 @@ class Checkpoints:
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         self.best_epoch = epoch
+        streams = distributed.gather(self._rng())
+        if not distributed.is_main():
+            return
         state = {
             "model": self.config["model"],
             "epoch": epoch,
@@ -60,7 +66,7 @@ class Checkpoints:
             "best_valid_score": float(self.best_valid_score),
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": self._rng(),
+            "rng": streams[0] if len(streams) == 1 else {"ranks": streams},
             "train_seconds": self.train_seconds(),
         }
         tmp = f"{saved_model_file}.tmp"
@@ -82,6 +88,8 @@ class Checkpoints:
         self.best_valid_score = checkpoint["best_valid_score"]
         self._seconds_before = checkpoint.get("train_seconds", 0.0)
         self._resumed_rng = checkpoint.get("rng")
+        if self._resumed_rng is not None and "ranks" in self._resumed_rng:
+            self._resumed_rng = self._resumed_rng["ranks"][distributed.rank()]
         if self._resumed_rng is None:
             self.logger.warning(f"{resume_file} holds no random-stream state (saved by an earlier version): "
                                 f"training continues from epoch {self.start_epoch} but will not repeat an "

@@ -5,6 +5,7 @@
 - checkpoints of tensors only, with every random stream: checkpoints.py
 - length-bucketed ranking of backbones: evaluation/by_length.py
 - the dropout swap: model/dropout.py
+- data-parallel training over ranks: distributed.py
 
 Evaluation (full ranking, RecBole's metrics, early stopping on ``valid_metric``) is RecBole's
 own, so numbers compare with RecBole baselines; the RSIR reference code's protocol (earlier
@@ -17,11 +18,12 @@ from recbole_rsir.errors import NonFiniteLossError
 from recbole_rsir.evaluation.by_length import LengthBucketedEvaluation
 from recbole_rsir.model.dropout import use_fast_dropout
 from recbole_rsir.trainer.checkpoints import Checkpoints
+from recbole_rsir.trainer.distributed import DistributedTraining
 from recbole_rsir.trainer.optim import FusedOptimizer
 from recbole_rsir.trainer.positions import AllPositionTraining
 
 
-class RSIRTrainer(AllPositionTraining, LengthBucketedEvaluation, Checkpoints, FusedOptimizer, Trainer):
+class RSIRTrainer(DistributedTraining, AllPositionTraining, LengthBucketedEvaluation, Checkpoints, FusedOptimizer, Trainer):
     """RecBole's Trainer, plus the all-position path, length-bucketed evaluation and resumable RNG.
 
     It changes the model it is given in one way: plain ``nn.Dropout`` layers become

@@ -13,31 +13,40 @@ from recbole_rsir.model.backbone import Backbone, Cache
 
 
 class GRU4RecCache(Cache):
-    """Each row's GRU state ``[num_layers, N, hidden]`` after its newest item."""
+    """Each row's GRU state ``[num_layers, N, hidden]`` after its newest item, and the state
+    before it, from which another item in its place (refine) is encoded."""
 
     def __init__(self, model, capacity):
         super().__init__(model)
         self.state = model.item_embedding.weight.new_zeros(model.num_layers, 0, model.hidden_size)
+        self.before = self.state
 
     def start(self, rows):
         """New rows' contexts, one position at a time (rows of different lengths stop at their own)."""
         state = self.state.new_zeros(self.state.shape[0], len(rows), self.state.shape[2])
+        before = state
         output = None
         for t in range(int(rows.length.max())):
             step_output, step_state = self.model.steps(rows.context[:, t:t + 1], state)
+            before = torch.where((t < rows.length - 1).view(1, -1, 1), step_state, before)
             going = (t < rows.length).view(1, -1, 1)
             state = torch.where(going, step_state, state)
             output = step_output[:, 0] if output is None else torch.where(going[0], step_output[:, 0], output)
         self.state = torch.cat([self.state, state], dim=1)
+        self.before = torch.cat([self.before, before], dim=1)
         return output
 
-    def extend(self, rows):
+    def extend(self, rows, replace=None):
         newest = rows.context.gather(1, (rows.length - 1).unsqueeze(1))
+        if replace is not None:
+            self.state = torch.where(replace.view(1, -1, 1), self.before, self.state)
+        self.before = self.state
         output, self.state = self.model.steps(newest, self.state)
         return output[:, 0]
 
     def keep(self, index):
         self.state = self.state[:, index]
+        self.before = self.before[:, index]
 
 
 class GRU4Rec(RecBoleGRU4Rec, Backbone):
