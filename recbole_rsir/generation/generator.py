@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from recbole_rsir import distributed
+from recbole_rsir.generation.candidates import CandidateStage
 from recbole_rsir.generation.full_sort import FullSortDecoder
 from recbole_rsir.generation.rules import (StepCounts, accept, draw_randomness, pick_from_top, prefix_lengths,
                                           time_gap)
@@ -160,7 +161,7 @@ def merge_top(values, items, new_values, new_items, k):
     return top, torch.cat([items, new_items], dim=1).gather(1, index)
 
 
-def score_catalogue(decoder, hidden, batch, settings, catalogue):
+def score_catalogue(decoder, hidden, batch, settings, catalogue, ann=None):
     """Scores of the catalogue given each row's context (``decoder.scores`` of its ``hidden``
     output), reduced to what the step needs.
 
@@ -173,7 +174,8 @@ def score_catalogue(decoder, hidden, batch, settings, catalogue):
     model that may read the user (not a backbone), also its user. The
     catalogue is scored in chunks of ``score_chunk`` items (all at once when 0) whose top
     lists are merged: memory holds [contexts, chunk] scores, never [N, n_items]. Scores
-    are float32, as the reference's.
+    are float32, as the reference's. With ``ann`` (a candidates.CandidateStage) only the
+    items its index retrieves and the history items are scored (see candidates.py).
     """
     model, n_items = decoder.model, decoder.n_items
     width = int(batch.length.max())
@@ -195,7 +197,7 @@ def score_catalogue(decoder, hidden, batch, settings, catalogue):
     top = hidden.new_empty((len(contexts), 0), dtype=torch.float32)
     top_items = contexts.new_empty((len(contexts), 0))
     history = torch.full(batch.history.shape, -math.inf, device=hidden.device)
-    for start in range(0, n_items, chunk):
+    for start in range(0, n_items if ann is None else 0, chunk):
         stop = min(start + chunk, n_items)
         items = None if stop - start == n_items else torch.arange(start, stop, device=hidden.device)
         scores = decoder.scores(hidden, items).float()
@@ -209,6 +211,9 @@ def score_catalogue(decoder, hidden, batch, settings, catalogue):
             chunk_top, chunk_items = torch.topk(scores, min(list_len, stop - start), dim=1)
             top, top_items = merge_top(top, top_items, chunk_top, chunk_items + start, list_len)
         del scores  # before the next chunk's scores exist
+    if ann is not None:
+        history = ann.history_scores(hidden[row_context], batch.history)
+        top, top_items = ann.top(hidden, list_len)
 
     tau_th = top[row_context, tau - 1] if fidelity else None
     catalogue_top, catalogue_items = top[:, :0], top_items[:, :0]
@@ -295,6 +300,9 @@ def generate(model, seeds, settings, seed, show_progress=False, judge=None):
         judge_decoder = decoder_for(judge, min(settings.batch_size, n_slots))
         if judge_decoder.n_items != n_items:
             raise ValueError(f"the judge scores {judge_decoder.n_items} items, the generator {n_items}")
+    # rsir_candidates ann: one index per scoring model, built once (its item vectors are fixed here)
+    ann = CandidateStage(model, settings, n_items) if settings.ann and n_slots else None
+    judge_ann = CandidateStage(judge, settings, n_items) if ann and judge_decoder is not None else None
     draws = draw_randomness(n_slots, max_len, seed)
     prefix = prefix_lengths(seeds.lengths, settings, draws)
     pool_u, pick_u = draws.pool.to(device), draws.pick.to(device)
@@ -322,9 +330,9 @@ def generate(model, seeds, settings, seed, show_progress=False, judge=None):
         step = (batch.length - batch.prefix).clamp(max=max_len - 1)
         from_history = pool_u[batch.slot, step] < settings.p
         pool_size = torch.where(from_history, (~batch.used).sum(1), n_items - 1 - batch.distinct)
-        scores = score_catalogue(decoder, hidden, batch, settings, catalogue=bool((~from_history).any()))
+        scores = score_catalogue(decoder, hidden, batch, settings, catalogue=bool((~from_history).any()), ann=ann)
         judged = scores if judge_decoder is None else score_catalogue(judge_decoder, judge_hidden, batch,
-                                                                      settings, catalogue=False)
+                                                                      settings, catalogue=False, ann=judge_ann)
 
         # fidelity: some real item not yet used ranks within the top tau, or the slot ends
         # (refine: unless an untried candidate of the failed item's pool is left to test next)

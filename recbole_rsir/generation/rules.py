@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from recbole_rsir.data.sequences import SequenceSet
+from recbole_rsir.generation.candidates import CandidateSettings
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class GenerationSettings:
     refine: int = 0      # items of the same pool tried in place of one that fails the fidelity test
     tau_schedule: str = "constant"   # "tighten": tau shrinks by tau_factor per round (for_round)
     tau_factor: float = 0.5
+    ann: object = None   # candidates.CandidateSettings (rsir_candidates: ann), None = exact scoring
 
     @classmethod
     def from_config(cls, config):
@@ -38,6 +40,7 @@ class GenerationSettings:
             max_len=config["MAX_ITEM_LIST_LENGTH"], batch_size=config["rsir_gen_batch_size"],
             score_chunk=config["rsir_score_chunk"], refine=config["rsir_refine"],
             tau_schedule=config["rsir_tau_schedule"], tau_factor=float(config["rsir_tau_factor"]),
+            ann=CandidateSettings.from_config(config),
         )
 
     @property

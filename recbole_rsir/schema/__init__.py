@@ -221,6 +221,20 @@ SECTIONS = (
         Key("rsir_gen_batch_size", Integer(1), 1024, "sequences decoded together", changes_results=False),
         Key("rsir_score_chunk", Integer(0), 0, "score the catalogue in chunks of this many items (0 = at once)",
             changes_results=False),
+        Key("rsir_candidates", Choice("exact", "ann"), "exact",
+            "exact (every item scored at every generation step) or ann (a faiss index over the item vectors "
+            "retrieves rsir_ann_candidates items per context and their exact scores decide; needs the ann extra; "
+            "can differ from exact where the index misses a top item)"),
+        Key("rsir_ann_candidates", Integer(1), 256,
+            "items the ann index retrieves per context (L); at least max(rsir_tau, rsir_topk + "
+            "MAX_ITEM_LIST_LENGTH) or the catalogue"),
+        Key("rsir_ann_index", Choice("ivf", "hnsw", "flat"), "ivf",
+            "ann index: ivf (faiss IVF-Flat), hnsw (faiss HNSW-Flat) or flat (exact search, same sequences as "
+            "exact scoring)"),
+        Key("rsir_ann_nlist", Integer(0), 0, "ivf: lists (0 = about sqrt(items))"),
+        Key("rsir_ann_nprobe", Integer(1), 32, "ivf: lists searched per context"),
+        Key("rsir_ann_hnsw_m", Integer(2), 32, "hnsw: neighbours per node"),
+        Key("rsir_ann_ef_search", Integer(0), 0, "hnsw: search breadth (0 = rsir_ann_candidates)"),
         Key("rsir_overwrite", Boolean(), False,
             "discard saved rounds made with other settings instead of refusing", changes_results=False),
     )),
