@@ -190,30 +190,32 @@ def test_report_means_changes_and_paired_test(tmp_path):
     assert len(results["runs"]) == 6 and results["missing"] == missing
 
 
-def test_report_sets_variants_beside_plain_rsir_with_their_generation(tmp_path):
-    recall = {("rsir", 2020): 0.10, ("rsir", 2021): 0.12, ("refine", 2020): 0.13, ("refine", 2021): 0.16}
-    for (arm, seed), base in recall.items():
+@pytest.mark.parametrize("base, prefix, label", [("rsir", "", "RSIR"), ("strong", "strong-", "strong + RSIR")])
+def test_report_sets_variants_beside_plain_rsir_with_their_generation(tmp_path, base, prefix, label):
+    recall = {(base, 2020): 0.10, (base, 2021): 0.12, (prefix + "refine", 2020): 0.13,
+              (prefix + "refine", 2021): 0.16}
+    for (arm, seed), value in recall.items():
         payload = _fake_payload("SASRec", arm, seed, (0.1, 0.2))
         r1 = json.loads(json.dumps(payload["rounds"][0]))
         r1.update(round=1, n_synthetic_sequences=5, n_interactions=70,
-                  generation={"n_accepted": 5, "mean_length": 4.0 + (arm == "refine"), "acceptance_rate": 0.25,
+                  generation={"n_accepted": 5, "mean_length": 4.0 + arm.endswith("refine"), "acceptance_rate": 0.25,
                               "fidelity_failure_rate": 0.5, "history_pick_share": 0.5, "tau": 50,
-                              "refine_attempts": 8 if arm == "refine" else 0, "refine_success_rate": 0.25})
+                              "refine_attempts": 8 if arm.endswith("refine") else 0, "refine_success_rate": 0.25})
         for protocol in r1["protocols"].values():
-            protocol["test"]["recall@10"] = base
+            protocol["test"]["recall@10"] = value
         payload["rounds"].append(r1)
         payload["run"]["rounds"] = 1
         path = tmp_path / "runs" / "SASRec" / arm / f"seed{seed}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload))
-    build_report(str(tmp_path), "d", plan(["d"], ["SASRec"], [2020, 2021], 1, ["refine"]))
+    build_report(str(tmp_path), "d", plan(["d"], ["SASRec"], [2020, 2021], 1, ["refine", "strong"]))
     text = (tmp_path / "report.md").read_text()
-    assert text.count("| RSIR, refine on miss (K=3), round 1 | 2 | 0.1450 ± 0.0212 |") == 2   # both protocols
+    assert text.count(f"| {label}, refine on miss (K=3), round 1 | 2 | 0.1450 ± 0.0212 |") == 2   # both protocols
     change, p = 0.145 / 0.11 - 1, stats.ttest_rel([0.13, 0.16], [0.10, 0.12]).pvalue
-    assert text.count(f"RSIR, refine on miss (K=3), round 1 vs without it: Recall@10 0.1450 against 0.1100 "
+    assert text.count(f"{label}, refine on miss (K=3), round 1 vs without it: Recall@10 0.1450 against 0.1100 "
                       f"({change:+.1%}, p {p:.3f})") == 2
-    assert "| refine | 1 | 2 | 15 | 70 | 0.23333 | 5 | 5.00 | 25.0% | 50.0% | 50.0% | 50 | 8 (25.0%) |" in text
-    assert "| rsir | 1 | 2 | 15 | 70 | 0.23333 | 5 | 4.00 | 25.0% | 50.0% | 50.0% | 50 | - |" in text
+    assert f"| {prefix}refine | 1 | 2 | 15 | 70 | 0.23333 | 5 | 5.00 | 25.0% | 50.0% | 50.0% | 50 | 8 (25.0%) |" in text
+    assert f"| {base} | 1 | 2 | 15 | 70 | 0.23333 | 5 | 4.00 | 25.0% | 50.0% | 50.0% | 50 | - |" in text
 
 
 # ---- the real command ---------------------------------------------------------------------
@@ -283,24 +285,22 @@ def test_study_command_runs_the_variant_arms(tmp_path):
         "epochs: 1\nrsir_m: 2\nrsir_tau: 8\ntrain_batch_size: 16\nhidden_size: 16\ninner_size: 32\nn_layers: 1\n"
         "MAX_ITEM_LIST_LENGTH: 10\nuser_inter_num_interval: '[0,inf)'\nitem_inter_num_interval: '[0,inf)'\n")
     done = _study(str(tmp_path), "--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=2",
-                  "--arms=rsir,strong,refine,judge,tau", "--config_files=tiny.yaml", "--out=out", "--work=work",
+                  "--arms=rsir,refine,judge,tau", "--config_files=tiny.yaml", "--out=out", "--work=work",
                   "--jobs=2")
     assert done.returncode == 0, done.stdout + done.stderr
     folder = tmp_path / "out" / "tiny"
     runs = json.loads((folder / "results.json").read_text())["runs"]
-    assert len(runs) == 10
-    for base in ("rsir", "strong"):
-        prefix = "" if base == "rsir" else "strong-"
-        plain = runs[f"SASRec/{base}/seed1"]["rounds"]
-        variant = {arm: runs[f"SASRec/{prefix}{arm}/seed1"]["rounds"]
-                   for arm in ("refine", "judge-previous", "judge-HSTU", "tau-tighten")}
-        for rounds in variant.values():
-            assert rounds[0]["test"] == plain[0]["test"]                       # the base's round 0
-        assert variant["refine"][1]["generation"]["refine_attempts"] > 0
-        assert [r["generation"]["tau"] for r in variant["tau-tighten"][1:]] == [8, 4]
-        assert variant["judge-previous"][1]["generation"]["n_accepted"] == plain[1]["generation"]["n_accepted"]
-        assert variant["judge-HSTU"][1]["generation"]["fidelity_tests"] > 0
+    assert len(runs) == 5            # the strong preset's variants are planned alike (tested above)
+    plain = runs["SASRec/rsir/seed1"]["rounds"]
+    variant = {arm: runs[f"SASRec/{arm}/seed1"]["rounds"]
+               for arm in ("refine", "judge-previous", "judge-HSTU", "tau-tighten")}
+    for rounds in variant.values():
+        assert rounds[0]["test"] == plain[0]["test"]                       # the base's round 0
+    assert variant["refine"][1]["generation"]["refine_attempts"] > 0
+    assert [r["generation"]["tau"] for r in variant["tau-tighten"][1:]] == [8, 4]
+    assert variant["judge-previous"][1]["generation"]["n_accepted"] == plain[1]["generation"]["n_accepted"]
+    assert variant["judge-HSTU"][1]["generation"]["fidelity_tests"] > 0
     report = (folder / "report.md").read_text()
-    for label in ("RSIR, refine on miss (K=3), round 2", "strong + RSIR, judge: HSTU trained beside it, round 1",
-                  "RSIR, tau x0.5 per round, round 2", "strong + RSIR, judge: the previous round's model, round 2"):
+    for label in ("RSIR, refine on miss (K=3), round 2", "RSIR, judge: HSTU trained beside it, round 1",
+                  "RSIR, tau x0.5 per round, round 2", "RSIR, judge: the previous round's model, round 2"):
         assert report.count(f"| {label} |") == 2

@@ -1,0 +1,20 @@
+#!/bin/bash
+# The study's queue, most informative cells first; each command skips finished runs, so the
+# queue can be started again after any stop. Two lanes of one job each use the 2 cores best:
+#   benchmarks/study-queue.sh core &  benchmarks/study-queue.sh strong &
+# Run from the checkout root; results land in benchmarks/results/<dataset>/ and are committed.
+set -u
+S="python -m recbole_rsir.study --threads=1 --commit --rounds=3 --jobs=1"
+case "${1:-core}" in
+core)     # SASRec, both datasets, the default base: RSIR, no fidelity, fine-tuning, augmentation, weak-to-strong
+    $S --dataset=amazon-beauty --seeds=2020 --arms=rsir,aug,nofid
+    $S --dataset=amazon-sports-outdoors --seeds=2020 --arms=rsir,nofid,aug
+    $S --dataset=amazon-beauty,amazon-sports-outdoors --seeds=2020,2021,2022 --arms=rsir,nofid,ft,aug,w2s
+    $S --dataset=amazon-beauty --models=CL4SRec,HSTU --seeds=2020,2021 --arms=rsir
+    $S --dataset=amazon-beauty --seeds=2020 --arms=sweep ;;
+strong)   # the strong base with RSIR on top, then the variants beyond the paper (issue 20)
+    $S --dataset=amazon-beauty,amazon-sports-outdoors --seeds=2020 --arms=rsir,strong
+    $S --dataset=amazon-beauty --seeds=2020,2021,2022 --arms=rsir,strong,refine,judge,tau
+    $S --dataset=amazon-sports-outdoors --seeds=2021,2022 --arms=rsir,strong ;;
+*) echo "usage: $0 core|strong" >&2; exit 2 ;;
+esac
