@@ -330,7 +330,8 @@ def generate(model, seeds, settings, seed, show_progress=False, judge=None):
         step = (batch.length - batch.prefix).clamp(max=max_len - 1)
         from_history = pool_u[batch.slot, step] < settings.p
         pool_size = torch.where(from_history, (~batch.used).sum(1), n_items - 1 - batch.distinct)
-        scores = score_catalogue(decoder, hidden, batch, settings, catalogue=bool((~from_history).any()), ann=ann)
+        scores = score_catalogue(decoder, hidden, batch, settings, catalogue=bool((~from_history).any()),
+                                 ann=ann)
         judged = scores if judge_decoder is None else score_catalogue(judge_decoder, judge_hidden, batch,
                                                                       settings, catalogue=False, ann=judge_ann)
 
