@@ -6,9 +6,10 @@ import signal
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny
+from conftest import build_tiny, make_rows
 from test_rounds import SMALL, run_cli
 
+from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.merge import training_loader
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
 from recbole_rsir.errors import ConfigError, NonFiniteLossError, OutputError
@@ -36,11 +37,19 @@ def _outcome(out):
     return keep, synthetic
 
 
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """An uninterrupted two-round run: what every killed and resumed run must end as."""
+    data_path = str(tmp_path_factory.mktemp("whole"))
+    write_atomic(make_rows(), os.path.join(data_path, "tiny", "tiny.inter"))
+    whole = os.path.join(data_path, "whole")
+    assert run_cli(_args(data_path, whole, "--rsir_rounds=2"), data_path).returncode == 0
+    return _outcome(whole)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["generate:2", "train:2:0", "train:2:1"])
-def test_killed_run_resumes_to_the_same_results(tiny_data_path, fault, monkeypatch):
-    whole = os.path.join(tiny_data_path, "whole")
-    assert run_cli(_args(tiny_data_path, whole, "--rsir_rounds=2"), tiny_data_path).returncode == 0
+def test_killed_run_resumes_to_the_same_results(tiny_data_path, fault, monkeypatch, whole_run):
 
     cut = os.path.join(tiny_data_path, "cut")
     monkeypatch.setenv(FAULT_ENV, fault)
@@ -55,7 +64,7 @@ def test_killed_run_resumes_to_the_same_results(tiny_data_path, fault, monkeypat
     resumed = run_cli(_args(tiny_data_path, cut, "--rsir_rounds=2"), tiny_data_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert os.stat(round1).st_mtime_ns == stamp          # round 1 was reused, not redone
-    assert _outcome(cut) == _outcome(whole)
+    assert _outcome(cut) == whole_run
 
 
 @pytest.mark.slow
