@@ -217,6 +217,16 @@ class _Catalogue:
         return self.n_items
 
 
+def random_sasrec_and_seeds(config, n_items, n_seeds, length):
+    """A seeded random SASRec over ``n_items`` items and ``n_seeds`` seeds of ``length`` random items."""
+    torch.manual_seed(0)
+    model = SASRec(config, _Catalogue(n_items)).eval()
+    rng = np.random.default_rng(0)
+    seeds = SequenceSet.from_lists([rng.integers(1, n_items, size=length) for _ in range(n_seeds)],
+                                   [np.arange(float(length)) for _ in range(n_seeds)], np.arange(n_seeds))
+    return model, seeds
+
+
 def million_item_run(chunk, threads, n_items=1_000_000, n_seeds=300, max_len=10):
     """Peak RSS added by generating from a random SASRec over ``n_items`` items (subprocess)."""
     import tempfile
@@ -227,11 +237,7 @@ def million_item_run(chunk, threads, n_items=1_000_000, n_seeds=300, max_len=10)
         "MAX_ITEM_LIST_LENGTH": max_len, "rsir_min_len": 3, "state": "WARNING", "seed": 1,
         "rsir_gen_batch_size": n_seeds, "rsir_score_chunk": chunk, "rsir_fidelity": False, "rsir_m": 1,
     })
-    torch.manual_seed(0)
-    model = SASRec(config, _Catalogue(n_items)).eval()
-    rng = np.random.default_rng(0)
-    seeds = SequenceSet.from_lists([rng.integers(1, n_items, size=8) for _ in range(n_seeds)],
-                                   [np.arange(8.0) for _ in range(n_seeds)], np.arange(n_seeds))
+    model, seeds = random_sasrec_and_seeds(config, n_items, n_seeds, 8)
     settings = GenerationSettings.from_config(config)
     rss_before = rss_bytes()
     reset_peak_rss()

@@ -37,11 +37,10 @@ from recbole_rsir.data.sequences import SequenceSet
 from recbole_rsir.generation.candidates import CandidateSettings, CandidateStage
 from recbole_rsir.generation.generator import SlotSource, decoder_for, generate, score_catalogue
 from recbole_rsir.generation.rules import GenerationSettings, draw_randomness, prefix_lengths
-from recbole_rsir.model.sequential_recommender import SASRec
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH_DIR)
-from bench_generation import _Catalogue, report, reset_peak_rss, rss_bytes, trained_on_beauty  # noqa: E402
+from bench_generation import random_sasrec_and_seeds, report, reset_peak_rss, rss_bytes, trained_on_beauty  # noqa: E402
 
 THREADS = int(os.environ.get("RSIR_BENCH_THREADS", "1"))
 RESULTS = os.path.join(BENCH_DIR, "results", "large-catalogue.json")
@@ -70,11 +69,7 @@ def _config(n_items, candidates):
 def _step_inputs(n_items, config):
     """A random SASRec over ``n_items`` and the first-step rows and outputs of N_CONTEXTS seeds
     of 20 random items each (random prefixes)."""
-    torch.manual_seed(0)
-    model = SASRec(config, _Catalogue(n_items)).eval()
-    rng = np.random.default_rng(0)
-    seeds = SequenceSet.from_lists([rng.integers(1, n_items, size=20) for _ in range(N_CONTEXTS)],
-                                   [np.arange(20.0) for _ in range(N_CONTEXTS)], np.arange(N_CONTEXTS))
+    model, seeds = random_sasrec_and_seeds(config, n_items, N_CONTEXTS, 20)
     settings = GenerationSettings.from_config(config)
     draws = draw_randomness(N_CONTEXTS, settings.max_len, 0)
     prefix = prefix_lengths(seeds.lengths, settings, draws)

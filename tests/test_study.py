@@ -239,12 +239,17 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, args, message):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.slow
-def test_study_command_end_to_end(tmp_path):
+def tiny_study_data(tmp_path, keys):
+    """The tiny dataset under ``dataset/`` and ``tiny.yaml``: a small model, ``keys`` on top."""
     write_atomic(make_rows(), os.path.join(tmp_path, "dataset", "tiny", "tiny.inter"))
     (tmp_path / "tiny.yaml").write_text(
-        "epochs: 2\nrsir_m: 2\ntrain_batch_size: 16\nhidden_size: 16\ninner_size: 32\nn_layers: 1\n"
+        keys + "rsir_m: 2\ntrain_batch_size: 16\nhidden_size: 16\ninner_size: 32\nn_layers: 1\n"
         "MAX_ITEM_LIST_LENGTH: 10\nuser_inter_num_interval: '[0,inf)'\nitem_inter_num_interval: '[0,inf)'\n")
+
+
+@pytest.mark.slow
+def test_study_command_end_to_end(tmp_path):
+    tiny_study_data(tmp_path, "epochs: 2\n")
     args = ["--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=1", "--arms=rsir,nofid,ft,aug,w2s",
             "--config_files=tiny.yaml", "--out=out", "--work=work", "--jobs=2"]
     first = _study(str(tmp_path), *args)
@@ -280,10 +285,7 @@ def test_study_command_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_study_command_runs_the_variant_arms(tmp_path):
     """Two rounds, so that the previous-round judge judges and tau tightens in round 2."""
-    write_atomic(make_rows(), os.path.join(tmp_path, "dataset", "tiny", "tiny.inter"))
-    (tmp_path / "tiny.yaml").write_text(
-        "epochs: 1\nrsir_m: 2\nrsir_tau: 8\ntrain_batch_size: 16\nhidden_size: 16\ninner_size: 32\nn_layers: 1\n"
-        "MAX_ITEM_LIST_LENGTH: 10\nuser_inter_num_interval: '[0,inf)'\nitem_inter_num_interval: '[0,inf)'\n")
+    tiny_study_data(tmp_path, "epochs: 1\nrsir_tau: 8\n")
     done = _study(str(tmp_path), "--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=2",
                   "--arms=rsir,refine,judge,tau", "--config_files=tiny.yaml", "--out=out", "--work=work",
                   "--jobs=2")
