@@ -8,8 +8,9 @@ all-position path every rank reads the same global batch and takes its rows ``ra
 (the strided split of RecBole's DistributedSampler) and divides its rows' next-item loss by
 the global batch's targets over the world size, so DDP's average of the ranks' gradients is
 the gradient of the whole batch's loss. A model's auxiliary loss (CL4SRec's contrastive one)
-is a mean over each rank's own rows: averaged over ranks, not the whole batch's. Evaluation
-runs whole on every rank (no averaging of metrics over ranks).
+is a mean over each rank's own rows: averaged over ranks, not the whole batch's. Models on
+RecBole's path train as RecBole trains them distributed (its DistributedSampler's shards, each
+rank's mean loss). Evaluation runs whole on every rank (no averaging of metrics over ranks).
 """
 import torch
 from torch.nn.parallel import DistributedDataParallel
