@@ -285,3 +285,19 @@ def test_without_faiss_asking_for_ann_is_one_line_and_exit_2(tiny_data_path, mon
     # exact scoring, the default, never needs it
     config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config_dict(tiny_data_path))
     assert GenerationSettings.from_config(config).ann is None
+
+
+def test_per_user_taus_get_a_long_enough_candidate_list(large, faiss):
+    """rsir_tau_schedule: per_user: L is checked against the largest tau a seed gets; with an exact
+    flat index and that L, the sequences are the exact path's, and one candidate fewer is refused."""
+    from recbole_rsir.generation.tau import generation_taus
+
+    settings = dataclasses.replace(large["settings"], tau_schedule="per_user", tau_max=60, p=0.5, topk=2)
+    largest = int(generation_taus(large["model"], large["seeds"], settings).max())
+    need = steps_need(settings, N_ITEMS + 1, largest)
+    assert need == largest > steps_need(dataclasses.replace(settings, fidelity=False), N_ITEMS + 1)  # tau decides
+    exact = generate(large["model"], large["seeds"], settings, SEED)
+    flat = generate(large["model"], large["seeds"], dataclasses.replace(settings, ann=ann(need, index="flat")), SEED)
+    assert len(exact.sequences) and sequences(flat) == sequences(exact)
+    with pytest.raises(ConfigError, match=r"must be at least max\(the largest per-user tau"):
+        generate(large["model"], large["seeds"], dataclasses.replace(settings, ann=ann(need - 1, index="flat")), SEED)

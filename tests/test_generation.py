@@ -9,6 +9,7 @@ float32 either way (the reference casts them), and one test runs a float32 model
 """
 import copy
 import dataclasses
+import math
 import os
 import warnings
 
@@ -25,8 +26,9 @@ from recbole_rsir.generation import full_sort as full_sort_module
 from recbole_rsir.generation import generator as generator_module
 from recbole_rsir.generation.full_sort import FullSortDecoder
 from recbole_rsir.generation.generator import decoder_for, generate
-from recbole_rsir.generation.reference import generate_reference
+from recbole_rsir.generation.reference import generate_reference, score_context
 from recbole_rsir.generation.rules import GenerationSettings
+from recbole_rsir.generation.tau import generation_taus
 from recbole_rsir.model.backbone import ReEncoder
 from recbole_rsir.model.sequential_recommender.gru4rec import GRU4RecCache
 from recbole_rsir.model.sequential_recommender.hstu import HSTUCache, RelativeAttentionBias
@@ -545,3 +547,116 @@ def test_tau_tightens_per_round(trained):
     fast = generate(trained["model"], trained["seeds"], third, SEED)
     assert_same(fast, generate_reference(trained["model"], trained["seeds"], third, SEED))
     assert fast.counts != generate(trained["model"], trained["seeds"], settings, SEED).counts
+
+
+# ---- (g) tau per user ------------------------------------------------------------------
+
+def plain_seed_taus(model, seeds, settings):
+    """The per_user rule written out: each seed's first max_len items teacher-forced one prefix
+    at a time through the reference's scores, the rank of every real next item, its quantile."""
+    taus = []
+    for s in range(len(seeds)):
+        items, times = seeds[s].tolist()[:settings.max_len], seeds.times(s).tolist()[:settings.max_len]
+        ranks = []
+        for t in range(1, len(items)):
+            scores = score_context(model, items[:t], times[:t], int(seeds.users[s]))
+            ranks.append(1 + int((scores > scores[items[t]]).sum()))
+        if not ranks:
+            taus.append(settings.tau)
+            continue
+        quantile = float(np.quantile(ranks, settings.tau_quantile))
+        taus.append(min(max(math.ceil(round(quantile, 9)), 1), settings.tau_max))
+    return taus
+
+
+def mixed_seeds(seeds):
+    """The tiny seeds with a one-item seed (no rank: rsir_tau) and one longer than MAX_ITEM_LIST_LENGTH."""
+    lists = [seeds[i] for i in range(len(seeds))]
+    times = [seeds.times(i) for i in range(len(seeds))]
+    lists[0], times[0] = lists[0][:1], times[0][:1]
+    lists[1], times[1] = np.r_[lists[1], lists[2], lists[3]], np.r_[times[1], times[2] + 1e6, times[3] + 2e6]
+    return SequenceSet.from_lists(lists, times, seeds.users)
+
+
+def per_user(settings, **change):
+    return dataclasses.replace(settings, **{"tau_schedule": "per_user", "fidelity": True, **change})
+
+
+@pytest.mark.parametrize("name", ["trained", "hstu", "gru", "BERT4Rec"])
+@pytest.mark.parametrize("change", [dict(), dict(tau_quantile=0.1, score_chunk=7, batch_size=5),
+                                    dict(tau_quantile=1.0, tau_max=12, tau=3)])
+def test_per_user_taus_equal_a_plain_loop(trained, request, name, change):
+    """The shared per-seed taus (tau.py, both generators read them) against the rule written out."""
+    model = (build(trained["path"], "BERT4Rec")[3].double() if name == "BERT4Rec"
+             else request.getfixturevalue(name)["model"])
+    seeds = mixed_seeds(request.getfixturevalue(name)["seeds"] if name != "BERT4Rec" else trained["seeds"])
+    assert seeds.lengths.max() > trained["settings"].max_len
+    settings = per_user(trained["settings"], **change)
+    taus = generation_taus(model, seeds, settings)
+    assert taus.tolist() == plain_seed_taus(model, seeds, settings)
+    assert taus[0] == settings.tau                                      # the one-item seed
+    if settings.tau_max < 200:
+        assert taus.max() == settings.tau_max                           # the clamp bites
+    else:
+        assert len(set(taus.tolist())) > 2                              # the taus differ between seeds
+
+
+def test_per_user_taus_are_only_for_per_user_with_fidelity(trained):
+    settings = per_user(trained["settings"])
+    for other in (dataclasses.replace(settings, tau_schedule="constant"),
+                  dataclasses.replace(settings, fidelity=False)):
+        taus = generation_taus(trained["model"], trained["seeds"], other)
+        assert taus.tolist() == [other.tau] * len(trained["seeds"])
+    assert settings.for_round(3) == settings
+
+
+@pytest.mark.parametrize("change", [dict(), dict(topk=3, p=0.5), dict(refine=2, topk=2, p=0.5),
+                                    dict(score_chunk=7, batch_size=5, prefix_len="random"),
+                                    dict(tau_quantile=0.25, tau_max=6, p=1.0)])
+def test_per_user_equals_reference(trained, change):
+    seeds = mixed_seeds(trained["seeds"])
+    settings = per_user(trained["settings"], **change)
+    fast = generate(trained["model"], seeds, settings, SEED)
+    assert_same(fast, generate_reference(trained["model"], seeds, settings, SEED))
+    assert fast.taus.tolist() == generation_taus(trained["model"], seeds, settings).tolist()
+    constant = generate(trained["model"], seeds, dataclasses.replace(settings, tau_schedule="constant"), SEED)
+    assert fast.counts != constant.counts                              # the per-seed taus decided
+    if change.get("refine"):
+        assert fast.counts.refine_attempts > 0
+
+
+@pytest.mark.parametrize("name", ["hstu", "gru", "BERT4Rec"])
+@pytest.mark.parametrize("change", [dict(topk=2), dict(refine=2, topk=1, p=0.0)])
+def test_per_user_through_other_decoders_equals_reference(trained, request, name, change):
+    if name == "BERT4Rec":
+        _, _, seeds, model = build(trained["path"], "BERT4Rec")
+        model.double()
+    else:
+        model, seeds = request.getfixturevalue(name)["model"], request.getfixturevalue(name)["seeds"]
+    settings = per_user(trained["settings"], batch_size=9, **change)
+    fast = generate(model, seeds, settings, SEED)
+    assert_same(fast, generate_reference(model, seeds, settings, SEED))
+    assert len(fast.sequences)
+
+
+@pytest.mark.parametrize("change", [dict(), dict(refine=2, topk=2, p=0.0)])
+def test_per_user_with_a_judge_takes_the_judges_ranks(trained, hstu, change):
+    """The judge scores the test, so its teacher-forced ranks set the taus."""
+    judge, seeds = hstu["model"], trained["seeds"]
+    settings = per_user(trained["settings"], **change)
+    fast = generate(trained["model"], seeds, settings, SEED, judge=judge)
+    assert_same(fast, generate_reference(trained["model"], seeds, settings, SEED, judge=judge))
+    assert fast.taus.tolist() == generation_taus(judge, seeds, settings).tolist()
+    assert fast.taus.tolist() != generation_taus(trained["model"], seeds, settings).tolist()
+
+
+def test_per_user_stats_summarise_the_taus(trained):
+    settings = per_user(trained["settings"])
+    result = generate(trained["model"], trained["seeds"], settings, SEED)
+    stats = result.stats()
+    taus = generation_taus(trained["model"], trained["seeds"], settings)
+    assert stats["tau_mean"] == pytest.approx(float(np.mean(taus)))
+    assert (stats["tau_min"], stats["tau_q50"], stats["tau_max"]) == (taus.min(), np.median(taus), taus.max())
+    constant = generate(trained["model"], trained["seeds"], dataclasses.replace(settings, tau_schedule="constant"),
+                        SEED)
+    assert constant.taus is None and not any(k.startswith("tau") for k in constant.stats())

@@ -114,3 +114,31 @@ def test_a_judge_model_never_sees_validation_or_test_items(tmp_path):
     assert judges[0].keys() == judges[1].keys()
     assert all(torch.equal(judges[0][k], judges[1][k]) for k in judges[0])
     assert outputs[0] == outputs[1]
+
+
+def test_per_user_taus_read_only_the_training_sequences(tmp_path):
+    """rsir_tau_schedule: per_user teacher-forces the model along the seeds: on two datasets that
+    differ only in their validation and test items, the same weights give the same per-seed
+    taus and the same sequences."""
+    import random
+
+    from recbole_rsir.generation.tau import generation_taus
+
+    rng = random.Random(7)
+    n_items = 20
+    users = [[rng.randint(1, n_items) for _ in range(rng.randint(4, 9))] for _ in range(8)]
+    swapped = [items[:-2] + [items[-1] % n_items + 1, items[-2] % n_items + 1] for items in users]
+    taus, outputs, state = [], [], None
+    for name, seqs in (("a", users), ("b", swapped)):
+        config, _, train_data, _, _ = _setup(str(tmp_path / name), _rows(n_items, seqs), rsir_tau_schedule="per_user",
+                                             rsir_tau=4, rsir_min_len=2, rsir_p=0.5)
+        model = get_model("SASRec")(config, train_data.dataset).eval()
+        state = state or model.state_dict()
+        model.load_state_dict(state)
+        real, settings = training_sequences(train_data.dataset), GenerationSettings.from_config(config)
+        result = generate(model, real, settings, seed=3)
+        assert result.taus.tolist() == generation_taus(model, real, settings).tolist()
+        taus.append(result.taus.tolist())
+        outputs.append(result.sequences.to_lists())
+    assert len(set(taus[0])) > 1 and outputs[0]
+    assert taus[0] == taus[1] and outputs[0] == outputs[1]

@@ -19,6 +19,7 @@ from recbole_rsir.errors import ConfigError
 from recbole_rsir.generation.generator import generate
 from recbole_rsir.generation.reference import generate_reference
 from recbole_rsir.generation.rules import GenerationSettings
+from recbole_rsir.generation.tau import generation_taus
 from recbole_rsir.rounds.loop import RSIRRounds
 from recbole_rsir.utils import get_model
 
@@ -122,7 +123,10 @@ def test_cli_end_to_end_writes_results_and_synthetic_data(tiny_data_path):
     (["--rsir_min_len=1"], "rsir_min_len must be an integer >= 2, got 1"),
     (["--rsir_refine=-1"], "rsir_refine must be an integer >= 0, got -1"),
     (["--rsir_judge_model=NoSuchRec"], "rsir_judge_model must be 'none', 'previous' or a sequential model's name"),
-    (["--rsir_tau_schedule=loosen"], "rsir_tau_schedule must be 'constant' or 'tighten', got 'loosen'"),
+    (["--rsir_tau_schedule=loosen"], "rsir_tau_schedule must be 'constant', 'tighten' or 'per_user', got 'loosen'"),
+    (["--rsir_tau_quantile=0"], "rsir_tau_quantile must be a number in (0, 1], got 0"),
+    (["--rsir_tau_quantile=1.5"], "rsir_tau_quantile must be a number in (0, 1], got 1.5"),
+    (["--rsir_tau_max=0"], "rsir_tau_max must be an integer >= 1, got 0"),
     (["--train_los=full_ce"], "unknown key train_los; did you mean train_loss?"),
     pytest.param(["--epochs=-1"], "epochs must be an integer >= 1, got -1", marks=pytest.mark.slow),
     (["--seed=abc"], "seed must be an integer, got 'abc'"),
@@ -230,6 +234,23 @@ def test_previous_round_judges_and_tau_tightens(tiny_data_path):
         assert len(again.sequences) == results[k].generation["n_accepted"]
     other = generate(models[1], rounds.real, settings.for_round(2), seed=config["seed"] + 2)
     assert other.counts != again.counts          # round 0's model, not round 1's, judged round 2
+
+
+def test_per_user_rounds_record_the_taus_summary_instead_of_one_tau(tiny_data_path):
+    """rsir_tau_schedule: per_user: round 1's generation record holds the per-seed taus' summary
+    (the taus of round 0's model, which generates), not one tau."""
+    config, _, train_data, valid_data, test_data = build_tiny(
+        tiny_data_path, rsir_rounds=1, rsir_tau_schedule="per_user", rsir_tau_quantile=0.75, rsir_tau_max=25,
+        epochs=1)
+    rounds = RSIRRounds(config, train_data, valid_data, test_data)
+    generation = rounds.run()[1].generation
+    model = get_model("SASRec")(config, train_data.dataset)
+    model.load_state_dict(rounds.store.load(0)[2])
+    taus = generation_taus(model, rounds.real, GenerationSettings.from_config(config))
+    assert "tau" not in generation and taus.max() <= 25
+    assert generation["tau_mean"] == pytest.approx(float(taus.mean()))
+    assert (generation["tau_min"], generation["tau_q75"], generation["tau_max"]) == (
+        taus.min(), np.quantile(taus, 0.75), taus.max())
 
 
 def test_a_judge_model_is_trained_for_each_generation(tiny_data_path):

@@ -140,7 +140,8 @@ def test_variant_arms_reuse_their_base_round0_and_turn_one_option_on():
     by_arm = {r.arm: r for r in runs if r.seed == 1}
     variants = {"refine": {"rsir_refine": REFINE_K}, "judge-previous": {"rsir_judge_model": "previous"},
                 "judge-HSTU": {"rsir_judge_model": "HSTU"},
-                "tau-tighten": {"rsir_tau_schedule": "tighten", "rsir_tau_factor": 0.5}}
+                "tau-tighten": {"rsir_tau_schedule": "tighten", "rsir_tau_factor": 0.5},
+                "tau-user": {"rsir_tau_schedule": "per_user"}}
     for arm, overrides in variants.items():
         plain, strong = by_arm[arm], by_arm[f"strong-{arm}"]
         assert plain.overrides == strong.overrides == overrides and plain.rounds == strong.rounds == 3
@@ -218,6 +219,24 @@ def test_report_sets_variants_beside_plain_rsir_with_their_generation(tmp_path, 
     assert f"| {base} | 1 | 2 | 15 | 70 | 0.23333 | 5 | 4.00 | 25.0% | 50.0% | 50.0% | 50 | - |" in text
 
 
+def test_report_gives_the_per_user_taus_summary_where_there_is_no_one_tau(tmp_path):
+    for arm, seed, tau_mean in (("rsir", 1, None), ("tau-user", 1, 12.0), ("tau-user", 2, 15.0)):
+        payload = _fake_payload("SASRec", arm, seed, (0.1, 0.2))
+        r1 = json.loads(json.dumps(payload["rounds"][0]))
+        taus = {"tau": 50} if tau_mean is None else {"tau_mean": tau_mean, "tau_q50": tau_mean - 2}
+        r1.update(round=1, generation={"n_accepted": 5, "mean_length": 4.0, "acceptance_rate": 0.25,
+                                       "fidelity_failure_rate": 0.5, "history_pick_share": 0.5, **taus})
+        payload["rounds"].append(r1)
+        payload["run"]["rounds"] = 1
+        path = tmp_path / "runs" / "SASRec" / arm / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload))
+    build_report(str(tmp_path), "d", plan(["d"], ["SASRec"], [1, 2], 1, ["tau"]))
+    text = (tmp_path / "report.md").read_text()
+    assert "| tau-user | 1 | 2 |" in text and "| per user: mean 13.5, median 11.5 | - |" in text
+    assert text.count("| RSIR, tau per user (median rank of the user's own next items, at most 200), round 1 |") == 2
+
+
 # ---- the real command ---------------------------------------------------------------------
 
 def _study(cwd, *args):
@@ -292,14 +311,15 @@ def test_study_command_runs_the_variant_arms(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     folder = tmp_path / "out" / "tiny"
     runs = json.loads((folder / "results.json").read_text())["runs"]
-    assert len(runs) == 5            # the strong preset's variants are planned alike (tested above)
+    assert len(runs) == 6            # the strong preset's variants are planned alike (tested above)
     plain = runs["SASRec/rsir/seed1"]["rounds"]
     variant = {arm: runs[f"SASRec/{arm}/seed1"]["rounds"]
-               for arm in ("refine", "judge-previous", "judge-HSTU", "tau-tighten")}
+               for arm in ("refine", "judge-previous", "judge-HSTU", "tau-tighten", "tau-user")}
     for rounds in variant.values():
         assert rounds[0]["test"] == plain[0]["test"]                       # the base's round 0
     assert variant["refine"][1]["generation"]["refine_attempts"] > 0
     assert [r["generation"]["tau"] for r in variant["tau-tighten"][1:]] == [8, 4]
+    assert all("tau" not in r["generation"] and r["generation"]["tau_mean"] >= 1 for r in variant["tau-user"][1:])
     assert variant["judge-previous"][1]["generation"]["n_accepted"] == plain[1]["generation"]["n_accepted"]
     assert variant["judge-HSTU"][1]["generation"]["fidelity_tests"] > 0
     report = (folder / "report.md").read_text()

@@ -88,11 +88,12 @@ def why_not_ann(model_class):
     return None
 
 
-def steps_need(settings, n_items):
+def steps_need(settings, n_items, tau=None):
     """The longest top list a step reads (module docstring: ``n``; k is the pool's best items a
     step keeps, rsir_topk or more with rsir_refine), for a catalogue of ``n_items`` (padding
-    included)."""
-    need = max(settings.tau if settings.fidelity else 0, settings.candidates + settings.max_len)
+    included); ``tau``: the largest tau a row is tested with (None: ``settings.tau``)."""
+    tau = settings.tau if tau is None else tau
+    need = max(tau if settings.fidelity else 0, settings.candidates + settings.max_len)
     return min(need, n_items - 1)
 
 
@@ -107,7 +108,7 @@ class CandidateStage:
 
     BLOCK = 1 << 22  # elements of the [contexts, items, d] products scored at once
 
-    def __init__(self, model, settings, n_items):
+    def __init__(self, model, settings, n_items, tau=None):
         faiss = import_faiss()
         reason = why_not_ann(type(model))
         if reason:
@@ -115,10 +116,11 @@ class CandidateStage:
         ann = settings.ann
         self.n_items = n_items
         self.n_candidates = min(ann.n_candidates, n_items - 1)
-        need = steps_need(settings, n_items)
+        need = steps_need(settings, n_items, tau)
         if self.n_candidates < need:
+            tau_name = "rsir_tau" if tau is None else "the largest per-user tau"
             raise ConfigError(f"rsir_ann_candidates ({ann.n_candidates}) must be at least "
-                              f"max(rsir_tau, rsir_topk (rsir_refine + 1 if more) + MAX_ITEM_LIST_LENGTH) = {need}")
+                              f"max({tau_name}, rsir_topk (rsir_refine + 1 if more) + MAX_ITEM_LIST_LENGTH) = {need}")
         self.vectors = model.item_embeddings().detach()  # [n_items, d], row 0 = padding
         faiss.omp_set_num_threads(torch.get_num_threads())
         start = time.perf_counter()

@@ -12,7 +12,9 @@ What is batched, and how:
 - up to ``batch_size`` slots advance together as tensors; a finished slot leaves the batch
   and a pending one takes its place, so batches stay full;
 - the fidelity test needs no loop: rank = 1 + #strictly higher <= tau exactly when an
-  item's score is >= the tau-th largest score of items 1..n_items-1;
+  item's score is >= the tau-th largest score of items 1..n_items-1; tau is per row
+  (``rsir_tau_schedule: per_user`` gives each seed its own, computed once in tau.py), and
+  the top list read is as long as the largest tau of the rows scored;
 - with ``score_chunk > 0`` a backbone scores the catalogue in chunks: the tau-th largest
   score and the pool's top k are merged from per-chunk top-k's, so no [batch, n_items]
   tensor exists;
@@ -41,6 +43,7 @@ from recbole_rsir.generation.candidates import CandidateStage
 from recbole_rsir.generation.full_sort import FullSortDecoder
 from recbole_rsir.generation.rules import (StepCounts, accept, draw_randomness, pick_from_top, prefix_lengths,
                                           time_gap)
+from recbole_rsir.generation.tau import generation_taus
 from recbole_rsir.model.backbone import is_backbone, time_field
 
 
@@ -59,6 +62,7 @@ class Batch:
     user: torch.Tensor      # [N]        the seed's user
     retry: torch.Tensor     # [N, R]     the last pick's untried pool candidates (refine), best first; 0 = none
     retried: torch.Tensor   # [N]        the newest item is one of them (it replaced a failed one)
+    tau: torch.Tensor       # [N]        the row's fidelity threshold (its seed's, under per_user)
 
     def __len__(self):
         return len(self.slot)
@@ -91,8 +95,9 @@ class Batch:
 class SlotSource:
     """Builds the rows of pending slots from the seeds: prefix, history, time gap."""
 
-    def __init__(self, seeds, prefix, settings, n_items, device):
+    def __init__(self, seeds, prefix, settings, n_items, device, taus=None):
         self.seeds, self.prefix, self.m, self.max_len = seeds, prefix.numpy(), settings.m, settings.max_len
+        self.taus = np.full(len(seeds), settings.tau, dtype=np.int64) if taus is None else taus
         self.n_items, self.device, self.retries = n_items, device, settings.retries
         self.gaps = np.array([time_gap(seeds.times(s)) for s in range(len(seeds))], dtype=np.float64)
         # each seed's distinct items in ascending order, flat (CSR)
@@ -131,7 +136,7 @@ class SlotSource:
                      to(prefix.astype(np.int64)), to(prefix.astype(np.int64)), to(self.gaps[s]),
                      to(history.astype(np.int64)), to(used), to(distinct.astype(np.int64)),
                      to(self.seeds.users[s]), to(np.zeros((len(slot), self.retries), dtype=np.int64)),
-                     to(np.zeros(len(slot), dtype=bool)))
+                     to(np.zeros(len(slot), dtype=bool)), to(self.taus[s]))
 
 
 def decoder_for(model, capacity):
@@ -143,7 +148,7 @@ def decoder_for(model, capacity):
 class Scores:
     """What one step needs from the catalogue's scores, per row."""
     history: torch.Tensor          # [N, S]  score of each history item
-    tau_th: torch.Tensor           # [N]     tau-th largest score of items 1.. (None: fidelity off)
+    tau_th: torch.Tensor           # [N]     the row's tau-th largest score of items 1.. (None: fidelity off)
     catalogue_top: torch.Tensor    # [N, k]  top scores of the catalogue minus the context (k = 0: unused)
     catalogue_items: torch.Tensor  # [N, k]  their items
 
@@ -166,8 +171,9 @@ def score_catalogue(decoder, hidden, batch, settings, catalogue, ann=None):
     output), reduced to what the step needs.
 
     One top list of the whole catalogue serves both tests: its tau-th value is the
-    fidelity threshold, and its first k items outside the context are the catalogue
-    pool's top k (it is long enough: k + the context's length). Rows with the same
+    fidelity threshold (each row's own tau: the list is as long as the largest), and its
+    first k items outside the context are the catalogue pool's top k (it is long enough:
+    k + the context's length). Rows with the same
     context (the m slots of a seed start alike) have the same scores, so each distinct
     context is scored once; for a model that reads time, a context is its items and
     their timestamps (two seeds may start with the same items at other times), and for a
@@ -191,8 +197,8 @@ def score_catalogue(decoder, hidden, batch, settings, catalogue, ann=None):
     hidden = hidden[first_row]
 
     fidelity = settings.fidelity
-    tau, k = min(settings.tau, n_items - 1), min(settings.candidates, n_items - 1)
-    list_len = min(max(tau if fidelity else 0, k + width if catalogue else 0), n_items)
+    tau, k = batch.tau.clamp(max=n_items - 1), min(settings.candidates, n_items - 1)
+    list_len = min(max(int(tau.max()) if fidelity else 0, k + width if catalogue else 0), n_items)
     chunk = settings.score_chunk or n_items
     top = hidden.new_empty((len(contexts), 0), dtype=torch.float32)
     top_items = contexts.new_empty((len(contexts), 0))
@@ -215,7 +221,7 @@ def score_catalogue(decoder, hidden, batch, settings, catalogue, ann=None):
         history = ann.history_scores(hidden[row_context], batch.history)
         top, top_items = ann.top(hidden, list_len)
 
-    tau_th = top[row_context, tau - 1] if fidelity else None
+    tau_th = top[row_context, tau - 1] if fidelity else None   # row_context: [N], tau: [N]
     catalogue_top, catalogue_items = top[:, :0], top_items[:, :0]
     if catalogue:
         in_context = (top_items.unsqueeze(2) == contexts.unsqueeze(1)).any(2)
@@ -285,7 +291,8 @@ def gather_slots(sequences, times, counts, first, last):
 @torch.no_grad()
 def generate(model, seeds, settings, seed, show_progress=False, judge=None):
     """Synthetic sequences for every seed sequence in ``seeds`` (a SequenceSet); ``judge``: the
-    model whose scores the fidelity test reads (None: ``model`` judges itself), decoded beside it.
+    model whose scores the fidelity test reads (None: ``model`` judges itself), decoded beside it,
+    and under ``per_user`` the one whose teacher-forced ranks set each seed's tau (tau.py).
 
     Same result as ``generate_reference(model, seeds, settings, seed, judge=judge)``.
     """
@@ -300,13 +307,16 @@ def generate(model, seeds, settings, seed, show_progress=False, judge=None):
         judge_decoder = decoder_for(judge, min(settings.batch_size, n_slots))
         if judge_decoder.n_items != n_items:
             raise ValueError(f"the judge scores {judge_decoder.n_items} items, the generator {n_items}")
+    taus = generation_taus(model, seeds, settings, judge if judge_decoder is not None else None)
+    per_user = settings.tau_schedule == "per_user" and settings.fidelity and len(taus)
+    largest_tau = int(taus.max()) if per_user else None   # what an ann candidate list must cover
     # rsir_candidates ann: one index per scoring model, built once (its item vectors are fixed here)
-    ann = CandidateStage(model, settings, n_items) if settings.ann and n_slots else None
-    judge_ann = CandidateStage(judge, settings, n_items) if ann and judge_decoder is not None else None
+    ann = CandidateStage(model, settings, n_items, largest_tau) if settings.ann and n_slots else None
+    judge_ann = CandidateStage(judge, settings, n_items, largest_tau) if ann and judge_decoder is not None else None
     draws = draw_randomness(n_slots, max_len, seed)
     prefix = prefix_lengths(seeds.lengths, settings, draws)
     pool_u, pick_u = draws.pool.to(device), draws.pick.to(device)
-    source = SlotSource(seeds, prefix, settings, n_items, device)
+    source = SlotSource(seeds, prefix, settings, n_items, device, taus)
 
     sequences, times, counts = [None] * n_slots, [None] * n_slots, StepCounts()
     slot_start, slot_stop = distributed.share(n_slots)   # this rank's slots (one process: all)
@@ -398,4 +408,4 @@ def generate(model, seeds, settings, seed, show_progress=False, judge=None):
 
     sequences, times, counts = gather_slots(sequences, times, counts, slot_start, slot_stop)
     users = np.repeat(seeds.users, settings.m).tolist()
-    return accept(sequences, times, users, prefix.tolist(), settings, counts)
+    return accept(sequences, times, users, prefix.tolist(), settings, counts, taus)

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from recbole_rsir.generation.full_sort import context_interaction, full_sort_scores
 from recbole_rsir.generation.rules import StepCounts, accept, draw_randomness, pick_from_top, prefix_lengths, time_gap
+from recbole_rsir.generation.tau import generation_taus
 
 
 @torch.no_grad()
@@ -34,13 +35,16 @@ def passes_fidelity(scores, remaining, tau):
     return False
 
 
-def generate_one(model, seed_items, seed_times, user, n_prefix, pool_u, pick_u, settings, counts, judge=None):
+def generate_one(model, seed_items, seed_times, user, n_prefix, pool_u, pick_u, settings, counts, judge=None,
+                 tau=None):
     """One synthetic sequence (items, times) of ``user`` grown from ``seed_items[:n_prefix]``;
-    its steps are added to ``counts``. ``judge`` (None: ``model``) scores the fidelity test.
+    its steps are added to ``counts``. ``judge`` (None: ``model``) scores the fidelity test,
+    with threshold ``tau`` (None: ``settings.tau``).
 
     With ``settings.refine`` = K, an item that fails the test is replaced by the next of its
     step's pool's best items (descending score, the failed one and the context excluded), up
     to K of them, each tested in turn; only when none passes is the item withdrawn."""
+    tau = settings.tau if tau is None else tau
     history = set(seed_items)
     context = list(seed_items[:n_prefix])
     times = list(seed_times[:n_prefix])
@@ -55,7 +59,7 @@ def generate_one(model, seed_items, seed_times, user, n_prefix, pool_u, pick_u, 
                 counts.refine_successes += retried
                 break
             judged = scores if judge is None else score_context(judge, context, times, user)
-            passed = passes_fidelity(judged, remaining, settings.tau)
+            passed = passes_fidelity(judged, remaining, tau)
             if not retried:
                 counts.fidelity_tests += 1
                 counts.fidelity_failures += not passed
@@ -96,10 +100,12 @@ def generate_one(model, seed_items, seed_times, user, n_prefix, pool_u, pick_u, 
 
 def generate_reference(model, seeds, settings, seed, show_progress=False, judge=None):
     """Synthetic sequences for every seed sequence in ``seeds`` (a SequenceSet); ``judge``: the
-    model whose scores the fidelity test reads (None: ``model`` judges itself)."""
+    model whose scores the fidelity test reads (None: ``model`` judges itself) and, under
+    ``per_user``, whose teacher-forced ranks set each seed's tau."""
     model.eval()
     if judge is not None:
         judge.eval()
+    taus = generation_taus(model, seeds, settings, judge)
     n_slots = len(seeds) * settings.m
     draws = draw_randomness(n_slots, settings.max_len, seed)
     prefix = prefix_lengths(seeds.lengths, settings, draws)
@@ -108,8 +114,9 @@ def generate_reference(model, seeds, settings, seed, show_progress=False, judge=
         s = q // settings.m
         user = int(seeds.users[s])
         items, ts = generate_one(model, seeds[s].tolist(), seeds.times(s).tolist(), user, int(prefix[q]),
-                                 draws.pool[q], draws.pick[q], settings, counts, judge)
+                                 draws.pool[q], draws.pick[q], settings, counts, judge,
+                                 int(taus[s]))
         sequences.append(items)
         times.append(ts)
         users.append(user)
-    return accept(sequences, times, users, prefix.tolist(), settings, counts)
+    return accept(sequences, times, users, prefix.tolist(), settings, counts, taus)

@@ -27,8 +27,11 @@ class GenerationSettings:
     batch_size: int
     score_chunk: int     # 0 = score the catalogue at once
     refine: int = 0      # items of the same pool tried in place of one that fails the fidelity test
-    tau_schedule: str = "constant"   # "tighten": tau shrinks by tau_factor per round (for_round)
+    tau_schedule: str = "constant"   # "tighten": tau shrinks by tau_factor per round (for_round);
+                                     # "per_user": each seed's own tau (tau.py)
     tau_factor: float = 0.5
+    tau_quantile: float = 0.5        # per_user: the quantile of the seed's own ranks
+    tau_max: int = 200               # per_user: the largest tau a seed gets
     ann: object = None   # candidates.CandidateSettings (rsir_candidates: ann), None = exact scoring
 
     @classmethod
@@ -40,6 +43,7 @@ class GenerationSettings:
             max_len=config["MAX_ITEM_LIST_LENGTH"], batch_size=config["rsir_gen_batch_size"],
             score_chunk=config["rsir_score_chunk"], refine=config["rsir_refine"],
             tau_schedule=config["rsir_tau_schedule"], tau_factor=float(config["rsir_tau_factor"]),
+            tau_quantile=float(config["rsir_tau_quantile"]), tau_max=config["rsir_tau_max"],
             ann=CandidateSettings.from_config(config),
         )
 
@@ -56,8 +60,9 @@ class GenerationSettings:
 
     def for_round(self, round_index):
         """The settings round ``round_index`` (>= 1) generates with: under ``tighten``, tau is
-        ``max(1, floor(tau * tau_factor ** (round - 1)))``, so round 1 keeps rsir_tau."""
-        if self.tau_schedule == "constant":
+        ``max(1, floor(tau * tau_factor ** (round - 1)))``, so round 1 keeps rsir_tau; ``per_user``
+        sets tau per seed inside each generation (tau.py), the same rule every round."""
+        if self.tau_schedule in ("constant", "per_user"):
             return self
         return replace(self, tau=max(1, math.floor(self.tau * self.tau_factor ** (round_index - 1))),
                        tau_schedule="constant")
@@ -83,6 +88,7 @@ class GenerationResult:
     sequences: SequenceSet   # accepted synthetic sequences
     n_slots: int             # sequences attempted (seeds x m)
     counts: StepCounts = field(default_factory=StepCounts)
+    taus: np.ndarray = None  # per seed, under rsir_tau_schedule: per_user (None: one tau for all)
 
     @property
     def acceptance_rate(self):
@@ -103,7 +109,19 @@ class GenerationResult:
                 **c.as_dict(),
                 "fidelity_failure_rate": c.fidelity_failures / c.fidelity_tests if c.fidelity_tests else 0.0,
                 "refine_success_rate": c.refine_successes / c.refine_attempts if c.refine_attempts else 0.0,
-                "history_pick_share": c.history_picks / picks if picks else 0.0}
+                "history_pick_share": c.history_picks / picks if picks else 0.0,
+                **tau_summary(self.taus)}
+
+
+TAU_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def tau_summary(taus):
+    """The per-seed taus' mean, extremes and quantiles (``tau_q50``: median), JSON-ready; {} without."""
+    if taus is None or not len(taus):
+        return {}
+    return {"tau_mean": float(np.mean(taus)), "tau_min": int(np.min(taus)), "tau_max": int(np.max(taus)),
+            **{f"tau_q{round(100 * q)}": float(np.quantile(taus, q)) for q in TAU_QUANTILES}}
 
 
 @dataclass
@@ -151,10 +169,11 @@ def time_gap(seed_times):
     return float(np.median(np.diff(seed_times))) if len(seed_times) > 1 else 0.0
 
 
-def accept(slot_sequences, slot_times, slot_users, prefix_len, settings, counts=None):
+def accept(slot_sequences, slot_times, slot_users, prefix_len, settings, counts=None, taus=None):
     """Keep sequences with at least one generated item and >= min_len items; drop duplicates.
 
-    Slots are visited in order and the first copy of a sequence wins.
+    Slots are visited in order and the first copy of a sequence wins. ``taus``: the per-seed
+    taus, kept in the result under ``per_user`` (with the fidelity test on).
     """
     kept, times, users, seen = [], [], [], set()
     for seq, ts, user, n_prefix in zip(slot_sequences, slot_times, slot_users, prefix_len):
@@ -167,5 +186,6 @@ def accept(slot_sequences, slot_times, slot_users, prefix_len, settings, counts=
         kept.append(seq)
         times.append(ts)
         users.append(user)
+    per_user = settings.tau_schedule == "per_user" and settings.fidelity and taus is not None
     return GenerationResult(SequenceSet.from_lists(kept, times, users), len(slot_sequences),
-                            counts or StepCounts())
+                            counts or StepCounts(), taus if per_user else None)

@@ -220,7 +220,8 @@ class RSIRRounds:
         path = os.path.join(self.store.output_dir, name, f"{name}.inter")
         if self.store.writer:
             write_synthetic(path, self.train_data.dataset, result.sequences, round_index)
-        return result.sequences, {**result.stats(), "tau": settings.tau, "atomic_file": path}, seconds
+        one_tau = {} if result.taus is not None else {"tau": settings.tau}   # per_user: the stats' tau_* summary
+        return result.sequences, {**result.stats(), **one_tau, "atomic_file": path}, seconds
 
     def resume(self):
         """Reload finished rounds; return the last one's best model, or None."""

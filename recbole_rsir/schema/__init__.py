@@ -44,17 +44,21 @@ class Integer:
 
 
 class Number:
-    """A real number above ``above`` (exclusive) or from ``low`` (inclusive)."""
+    """A real number above ``above`` (exclusive) or from ``low`` (inclusive), up to ``high`` (inclusive)."""
 
-    def __init__(self, above=None, low=None):
+    def __init__(self, above=None, low=None, high=None):
         self.above = above
         self.low = low
+        self.high = high
 
     def accepts(self, value):
         return (_is_number(value) and (self.above is None or value > self.above)
-                and (self.low is None or value >= self.low))
+                and (self.low is None or value >= self.low) and (self.high is None or value <= self.high))
 
     def __str__(self):
+        if self.high is not None:
+            return (f"a number in ({self.above}, {self.high}]" if self.above is not None
+                    else f"a number in [{self.low}, {self.high}]")
         return f"a number > {self.above}" if self.above is not None else f"a number >= {self.low}"
 
 
@@ -207,11 +211,17 @@ SECTIONS = (
             "generator; previous = the model of the round before the generator's (round 1, whose generator "
             "is the base, has none: the generator judges itself); a model name = that model, trained with the "
             "same trainer and config on the same training data as the generator, just before generation"),
-        Key("rsir_tau_schedule", Choice("constant", "tighten"), "constant",
+        Key("rsir_tau_schedule", Choice("constant", "tighten", "per_user"), "constant",
             "constant = rsir_tau every round; tighten = round k generates with "
             "max(1, floor(rsir_tau * rsir_tau_factor^(k-1))), stricter as the training data fills with "
-            "synthetic sequences"),
+            "synthetic sequences; per_user = before each generation the model that judges is teacher-forced "
+            "along each seed's training sequence, and the seed's tau is clamp(ceil(rsir_tau_quantile-quantile "
+            "of the ranks of its real next items), 1, rsir_tau_max) (rsir_tau for a one-item seed), looser for "
+            "users whose real items rank poorly"),
         Key("rsir_tau_factor", Number(above=0), 0.5, "tau's factor per round under rsir_tau_schedule: tighten"),
+        Key("rsir_tau_quantile", Number(above=0, high=1), 0.5,
+            "the quantile of a seed's own ranks its tau is under rsir_tau_schedule: per_user (0.5 = median)"),
+        Key("rsir_tau_max", Integer(1), 200, "the largest tau a seed gets under rsir_tau_schedule: per_user"),
         Key("rsir_seed_synthetic", Boolean(), False, "also seed round k+1 from earlier synthetic sequences"),
         Key("rsir_mode", Choice("scratch", "finetune"), "scratch",
             "scratch (each round trains new weights) or finetune (each round starts from the previous "

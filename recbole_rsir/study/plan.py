@@ -6,8 +6,8 @@ round 0. An *arm* is what the report compares; several arms come from one run (t
 ``rsir`` only in what happens after round 0 reuse its round 0 instead of training it again.
 
 A *variant* arm is plain RSIR with one of the options beyond the paper on (refine on miss, a
-separate judge, a tightening tau); it reuses ``rsir``'s round 0, and with ``strong`` among
-the arms it also runs on the strong preset, reusing ``strong``'s round 0.
+separate judge, a tightening tau or a tau per user); it reuses ``rsir``'s round 0, and with
+``strong`` among the arms it also runs on the strong preset, reusing ``strong``'s round 0.
 """
 import os
 from dataclasses import asdict, dataclass, field
@@ -42,7 +42,9 @@ def variants(arm, model):
                 f"judge-{other}": (f"judge: {other} trained beside it", {"rsir_judge_model": other})}
     if arm == "tau":
         return {"tau-tighten": (f"tau x{TAU_FACTOR:g} per round",
-                                {"rsir_tau_schedule": "tighten", "rsir_tau_factor": TAU_FACTOR})}
+                                {"rsir_tau_schedule": "tighten", "rsir_tau_factor": TAU_FACTOR}),
+                "tau-user": ("tau per user (median rank of the user's own next items, at most 200)",
+                             {"rsir_tau_schedule": "per_user"})}
     raise ValueError(f"unknown variant arm {arm!r}; known: {', '.join(VARIANT_ARMS)}")
 
 
