@@ -268,7 +268,7 @@ def tiny_study_data(tmp_path, keys):
 
 @pytest.mark.slow
 def test_study_command_end_to_end(tmp_path):
-    tiny_study_data(tmp_path, "epochs: 2\n")
+    tiny_study_data(tmp_path, "epochs: 1\n")
     args = ["--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=1", "--arms=rsir,nofid,ft,aug,w2s",
             "--config_files=tiny.yaml", "--out=out", "--work=work", "--jobs=2"]
     first = _study(str(tmp_path), *args)
