@@ -266,6 +266,46 @@ def tiny_study_data(tmp_path, keys):
         "MAX_ITEM_LIST_LENGTH: 10\nuser_inter_num_interval: '[0,inf)'\nitem_inter_num_interval: '[0,inf)'\n")
 
 
+def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):
+    """A run stopped inside round 2 of 3 counts with rounds 0-1, is listed as in progress, is not
+    published twice, and gives way to its complete results file."""
+    tiny_study_data(tmp_path, "")
+    saved = _fake_payload("SASRec", "strong", 1, (0.1, 0.2))
+    r1 = json.loads(json.dumps(saved["rounds"][0]))
+    r1.update(round=1, generation={"n_accepted": 5, "mean_length": 4.0})
+    for protocol, value in zip(r1["protocols"].values(), (0.3, 0.4)):
+        protocol["test"]["recall@10"] = value
+    saved["rounds"].append(r1)
+    del saved["run"]                       # rsir_results.json does not know the study's run
+    work = tmp_path / "work" / "tiny" / "SASRec" / "strong" / "seed1"
+    work.mkdir(parents=True)
+    (work / "rsir_results.json").write_text(json.dumps(saved))
+    args = ["--dataset=tiny", "--seeds=1", "--rounds=3", "--arms=rsir,strong", "--out=out", "--work=work",
+            "--report-only"]
+    done = _study(str(tmp_path), *args)
+    assert done.returncode == 0, done.stderr
+    assert "start" not in done.stdout and not (tmp_path / "work" / "tiny" / "SASRec" / "rsir").exists()
+    folder = tmp_path / "out" / "tiny"
+    partial = folder / "runs" / "SASRec" / "strong" / "seed1.partial.json"
+    published = json.loads(partial.read_text())
+    assert published["complete"] is False and published["rounds"] == saved["rounds"]
+    assert published["run"]["arm"] == "strong" and published["run"]["rounds"] == 3
+    report = (folder / "report.md").read_text()
+    assert "- SASRec/strong/seed1 (in progress: 2 of 4 rounds published)" in report
+    assert "- SASRec/rsir/seed1\n" in report
+    assert "| strong + RSIR round 1 | 1 | 0.3000 |" in report and "| strong + RSIR round 1 | 1 | 0.4000 |" in report
+    assert "(0 finished runs, 1 in progress" in report
+    stamp = partial.stat().st_mtime_ns
+    assert _study(str(tmp_path), *args).returncode == 0 and partial.stat().st_mtime_ns == stamp
+    complete = {**published, "complete": True}
+    complete["rounds"][1]["protocols"]["recbole"]["test"]["recall@10"] = 0.5
+    (folder / "runs" / "SASRec" / "strong" / "seed1.json").write_text(json.dumps(complete))
+    assert _study(str(tmp_path), *args).returncode == 0
+    report = (folder / "report.md").read_text()
+    assert "| strong + RSIR round 1 | 1 | 0.5000 |" in report and "in progress:" not in report
+    assert not partial.exists()
+
+
 @pytest.mark.slow
 def test_study_command_end_to_end(tmp_path):
     tiny_study_data(tmp_path, "epochs: 1\n")

@@ -23,14 +23,22 @@ PROTOCOLS = {"recbole": "RecBole's protocol: a user's earlier items stay in the 
 
 
 def load_runs(folder):
-    """``{(model, arm, seed): payload}`` of every results file under ``folder/runs``."""
+    """``{(model, arm, seed): payload}`` of every results file under ``folder/runs``; a run still
+    in progress contributes the rounds it has finished (its partial file, ``complete: False``),
+    which are final: a later round never changes an earlier one."""
     runs = {}
     for path in sorted(glob.glob(os.path.join(folder, "runs", "*", "*", "seed*.json"))):
         with open(path, encoding="utf-8") as f:
             payload = json.load(f)
         run = payload["run"]
-        runs[(run["model"], run["arm"], run["seed"])] = payload
+        key = (run["model"], run["arm"], run["seed"])
+        if payload.get("complete", True) or key not in runs:
+            runs[key] = payload
     return runs
+
+
+def _in_progress(payload):
+    return not payload.get("complete", True)
 
 
 def _round(payload, k):
@@ -344,7 +352,13 @@ def build_report(folder, dataset, planned):
     known.update({r.name: {"name": r.name, **r.as_dict()} for r in planned})
     with open(plan_path, "w", encoding="utf-8") as f:
         json.dump(sorted(known.values(), key=lambda r: r["name"]), f, indent=1)
-    missing = sorted(name for name, r in known.items() if (r["model"], r["arm"], r["seed"]) not in runs)
+    missing = []
+    for name, r in sorted(known.items()):
+        payload = runs.get((r["model"], r["arm"], r["seed"]))
+        if payload is None:
+            missing.append(name)
+        elif _in_progress(payload):
+            missing.append(f"{name} (in progress: {len(payload['rounds'])} of {r['rounds'] + 1} rounds published)")
 
     with open(os.path.join(folder, "results.json"), "w", encoding="utf-8") as f:
         json.dump({"dataset": dataset, "missing": missing,
@@ -352,13 +366,15 @@ def build_report(folder, dataset, planned):
 
     models = sorted({m for m, _, _ in runs} | {r["model"] for r in known.values()})
     n_rounds = max([r["rounds"] for r in known.values() if r["arm"] == "rsir"] or [0])
+    finished = sum(not _in_progress(p) for p in runs.values())
     plots = os.path.join(folder, "plots")
     os.makedirs(plots, exist_ok=True)
     md = [f"# Study: {dataset}", "",
           "Test-set metrics, leave-one-out by time, full ranking; mean ± sd over seeds; Δ relative to the base "
           "(the strong base for strong rows); p: paired t-test over the seeds both have. Built from "
-          f"`runs/` ({len(runs)} finished runs) by `python -m recbole_rsir.study`; every run's valid and test "
-          "metrics, config and seconds are in `results.json`.", ""]
+          f"`runs/` ({finished} finished runs, {len(runs) - finished} in progress, whose finished rounds count) by "
+          "`python -m recbole_rsir.study`; every run's valid and test metrics, config and seconds are in "
+          "`results.json`.", ""]
     for model in models:
         if not any(m == model for m, _, _ in runs):
             continue

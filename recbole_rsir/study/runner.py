@@ -4,9 +4,10 @@ Every run is a separate process (``study.worker``) with its own torch threads; u
 ``--jobs`` run at once, each as soon as the runs it needs are finished. A finished run is
 never redone: its results file under ``<out>/<dataset>/runs/`` is the proof, and the same
 command started again carries on with what is missing (an interrupted run resumes from its
-saved rounds in ``--work``). After every finished run the report is rebuilt from all results
-files there, and with ``--commit`` the results folder is committed to git, so a study
-accumulates across sittings.
+saved rounds in ``--work``). Each round a run finishes is published at once as its partial
+results file, and the report is rebuilt from all results files there after every finished
+round; with ``--commit`` the results folder is committed to git each time, so a study
+accumulates across sittings even when a sitting ends inside a long run.
 """
 import argparse
 import json
@@ -19,7 +20,7 @@ from recbole_rsir.data.bundled import BUNDLED
 from recbole_rsir.errors import InputError
 from recbole_rsir.study.plan import ARMS, DEFAULT_ARMS, plan
 from recbole_rsir.study.report import build_report
-from recbole_rsir.study.worker import result_path, run_dir
+from recbole_rsir.study.worker import publish_progress, result_path, run_dir
 from recbole_rsir.utils import get_model
 
 
@@ -52,6 +53,8 @@ def parse_args(argv):
     parser.add_argument("--threads", default="1", help="torch threads per run")
     parser.add_argument("--commit", action="store_true", help="git-commit the results after every run")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and stop")
+    parser.add_argument("--report-only", action="store_true",
+                        help="publish the saved rounds of unfinished runs, rebuild the report, run nothing")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise StudyError(f"unknown argument {unknown[0]!r}")
@@ -86,7 +89,9 @@ def done(out, run):
 
 
 def _family(run):
-    return run.arm if run.arm in ("strong", "w2s-small") else "default"
+    if run.arm.startswith("strong"):
+        return "strong"
+    return "w2s-small" if run.arm == "w2s-small" else "default"
 
 
 def measured_seconds(out, runs):
@@ -166,10 +171,29 @@ def report(args, runs, dataset):
     build_report(os.path.join(args.out, dataset), dataset, planned)
 
 
+def publish(args, runs, candidates):
+    """Publish the new rounds of ``candidates``; rebuild and commit each dataset that got some."""
+    changed = set()
+    for run in candidates:
+        if publish_progress(args.out, args.work, run):
+            changed.add(run.dataset)
+    for dataset in sorted(changed):
+        report(args, runs, dataset)
+        if args.commit:
+            commit(args.out, dataset, f"study: {dataset} rounds in progress published")
+
+
 def run_study(args):
     runs = plan(args.datasets, args.models, args.seeds, args.rounds, args.arms, args.config_files)
     print_plan(runs, args.out, args.jobs)
     if args.plan_only:
+        return 0
+    publish(args, runs, runs)
+    if args.report_only:
+        for dataset in args.datasets:
+            report(args, runs, dataset)
+            if args.commit:
+                commit(args.out, dataset, f"study: {dataset} report rebuilt")
         return 0
     pending = [r for r in runs if not done(args.out, r)]
     running, failed = {}, set()
@@ -189,6 +213,7 @@ def run_study(args):
         if not running:
             break
         time.sleep(5)
+        publish(args, runs, [run for run, _ in running.values()])
         for process, (run, started) in list(running.items()):
             if process.poll() is None:
                 continue
@@ -198,6 +223,7 @@ def run_study(args):
                 print(f"FAILED {run.dataset} {run.name} (exit {process.returncode}); "
                       f"log: {os.path.join(run_dir(args.work, run), 'study.log')}", flush=True)
                 continue
+            publish_progress(args.out, args.work, run)      # drops its partial file
             minutes = (time.time() - started) / 60
             print(f"done {run.dataset} {run.name} in {minutes:.1f} min", flush=True)
             report(args, runs, run.dataset)

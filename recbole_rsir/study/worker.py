@@ -2,7 +2,8 @@
 
 The run's RSIR output folder (weights, saved rounds) lives under the study's work folder, so
 a stopped run resumes from its rounds; what the study keeps (metrics, statistics, config,
-seconds) is written to the results folder only when the run is complete.
+seconds) is written to the results folder when the run is complete; until then the runner
+publishes the rounds finished so far beside it, as ``seed<N>.partial.json``.
 """
 import json
 import os
@@ -29,6 +30,11 @@ def run_dir(work, run, arm=None):
 def result_path(out, run, arm=None):
     """The run's committed results file (``arm``: another arm of the same model and seed)."""
     return os.path.join(out, run.dataset, "runs", run.model, arm or run.arm, f"seed{run.seed}.json")
+
+
+def partial_path(out, run):
+    """The rounds a run has finished so far, published while it is still going."""
+    return result_path(out, run)[:-len(".json")] + ".partial.json"
 
 
 def config_dict(run, work, threads):
@@ -74,6 +80,36 @@ def extra_builder(run, out, work, threads, stats):
     return build
 
 
+def write_json(path, payload):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"      # two study processes may publish the same run
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+def publish_progress(out, work, run):
+    """Copy the rounds a pending run has finished into its partial results file (a finished run:
+    remove it); True if the results folder changed."""
+    target = partial_path(out, run)
+    if os.path.isfile(result_path(out, run)):
+        if not os.path.isfile(target):
+            return False
+        os.remove(target)
+        return True
+    source = os.path.join(run_dir(work, run), "rsir_results.json")
+    if not os.path.isfile(source):
+        return False
+    with open(source, encoding="utf-8") as f:
+        payload = json.load(f)
+    if os.path.isfile(target):
+        with open(target, encoding="utf-8") as f:
+            if len(json.load(f)["rounds"]) >= len(payload["rounds"]):
+                return False
+    write_json(target, {**payload, "run": run.as_dict(), "complete": False})
+    return True
+
+
 def execute(run, out, work, threads=1):
     """Run ``run`` to the end (resuming what its folder holds) and write its results file."""
     start = time.time()
@@ -84,11 +120,7 @@ def execute(run, out, work, threads=1):
                        config_dict=config_dict(run, work, threads),
                        extra=extra_builder(run, out, work, threads, extra_stats))
     payload.update(run=run.as_dict(), extra=extra_stats, wall_seconds=time.time() - start)
-    path = result_path(out, run)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json(result_path(out, run), payload)
     return payload
 
 
