@@ -1,6 +1,6 @@
 """Two processes on CPU (gloo) give what one process gives: generation (exact, and through an ann
-index each rank builds), a training epoch, and a
-whole run, started by torchrun (``--standalone``) or by RecBole's ``--nproc``, killed and resumed."""
+index each rank builds), a training epoch, and a whole run, started by torchrun (``--standalone``)
+or by RecBole's ``--nproc``, killed and resumed."""
 import json
 import os
 import socket
