@@ -6,7 +6,8 @@ config_dict -> command line. Unlike RecBole's Config, the command line is read o
 given (``cmd_args``), so a Config built inside a user's script or a test never picks up
 that program's own ``sys.argv``. Every input is checked before RecBole acts on it: config
 files must be readable yaml mappings, every key must be known (RecBole's, a model's, a
-dataset's or this package's; for a model class of the user's own, its ``rsir_`` keys), and the keys of ``recbole_rsir.schema`` must hold values they accept.
+dataset's or this package's; with a model class of the user's own, only ``rsir_`` keys), and
+the keys of ``recbole_rsir.schema`` must hold values they accept.
 """
 import difflib
 import glob
