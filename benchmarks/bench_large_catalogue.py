@@ -35,7 +35,8 @@ import recbole_rsir  # noqa: F401  (RecBole workarounds first)
 from recbole_rsir.config import Config
 from recbole_rsir.data.sequences import SequenceSet
 from recbole_rsir.generation.candidates import CandidateSettings, CandidateStage
-from recbole_rsir.generation.generator import SlotSource, decoder_for, generate, score_catalogue
+from recbole_rsir.generation.generator import generate, score_catalogue
+from recbole_rsir.generation.rows import SlotSource, decoder_for
 from recbole_rsir.generation.rules import GenerationSettings, draw_randomness, prefix_lengths
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))

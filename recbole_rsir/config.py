@@ -6,7 +6,7 @@ config_dict -> command line. Unlike RecBole's Config, the command line is read o
 given (``cmd_args``), so a Config built inside a user's script or a test never picks up
 that program's own ``sys.argv``. Every input is checked before RecBole acts on it: config
 files must be readable yaml mappings, every key must be known (RecBole's, a model's, a
-dataset's or this package's), and the keys of ``recbole_rsir.schema`` must hold values they accept.
+dataset's or this package's; for a model class of the user's own, its ``rsir_`` keys), and the keys of ``recbole_rsir.schema`` must hold values they accept.
 """
 import difflib
 import glob
@@ -63,13 +63,21 @@ def known_keys():
     return frozenset(keys)
 
 
-def check_known(config_dict):
-    """Refuse keys no layer defines, naming the closest known one (a typo would be ignored)."""
-    unknown = sorted(str(k) for k in config_dict if k not in known_keys())
+def check_known(config_dict, own_model=False):
+    """Refuse keys no layer defines, naming the closest known one (a typo would be ignored).
+    ``own_model``: the model is a class of the user's own, whose keys no yaml here declares
+    (RecBole passes them in config files or config_dict); only ``rsir_`` keys are checked then."""
+    unknown = sorted(str(k) for k in config_dict
+                     if k not in known_keys() and not (own_model and not str(k).startswith("rsir_")))
     if unknown:
         closest = [difflib.get_close_matches(k, known_keys(), n=1, cutoff=0)[0] for k in unknown]
         raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                           f"did you mean {', '.join(closest)}?")
+
+
+def _is_registered(model_class):
+    """Whether ``model_class`` is RecBole's or this package's (their yaml declare its keys)."""
+    return model_class.__module__.split(".")[0] in ("recbole", "recbole_rsir")
 
 
 def read_config_file(path, loader):
@@ -111,6 +119,7 @@ class Config(RecBoleConfig):
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=()):
         self._cmd_args = list(cmd_args or [])
+        self._own_model = isinstance(model, type) and not _is_registered(model)
         try:
             super().__init__(model, dataset, config_file_list, config_dict)
         except InputError:
@@ -131,7 +140,7 @@ class Config(RecBoleConfig):
 
     def _merge_external_config_dict(self):
         super()._merge_external_config_dict()
-        check_known(self.external_config_dict)
+        check_known(self.external_config_dict, own_model=self._own_model)
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:

@@ -24,7 +24,8 @@ from recbole_rsir.errors import ConfigError
 from recbole_rsir.generation import candidates as candidates_module
 from recbole_rsir.generation import generator as generator_module
 from recbole_rsir.generation.candidates import CandidateSettings, CandidateStage, steps_need, why_not_ann
-from recbole_rsir.generation.generator import SlotSource, decoder_for, generate, score_catalogue
+from recbole_rsir.generation.generator import generate, score_catalogue
+from recbole_rsir.generation.rows import SlotSource, decoder_for
 from recbole_rsir.generation.rules import GenerationSettings, draw_randomness, prefix_lengths
 from recbole_rsir.trainer.trainer import RSIRTrainer
 from recbole_rsir.utils import get_model

@@ -2,6 +2,7 @@
 import pytest
 import torch
 from conftest import tiny_config_dict
+from recbole.model.sequential_recommender import SASRec as RecBoleSASRec
 
 from recbole_rsir.config import Config, parse_cmd_args
 from recbole_rsir.errors import ConfigError
@@ -176,3 +177,21 @@ def test_config_files_apply_and_an_empty_one_is_no_error(tiny_data_path, tmp_pat
     config = Config("SASRec", "tiny", config_file_list=[str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")],
                     config_dict=tiny_config_dict(tiny_data_path))
     assert (config["rsir_m"], config["learning_rate"]) == (2, 0.001)
+
+
+class OwnSASRec(RecBoleSASRec):
+    """A model of a user's own, outside RecBole and this package."""
+
+
+def test_a_model_class_of_your_own_may_carry_keys_no_yaml_declares(tiny_data_path, tmp_path):
+    own = tmp_path / "own.yaml"
+    own.write_text("own_alpha: 0.3\n")
+    keys = tiny_config_dict(tiny_data_path)
+    config = Config(OwnSASRec, "tiny", config_file_list=[str(own)], config_dict={**keys, "own_beta": 2})
+    assert (config["model"], config["own_alpha"], config["own_beta"]) == ("OwnSASRec", 0.3, 2)
+    with pytest.raises(ConfigError, match="unknown key rsir_tua; did you mean rsir_tau"):
+        Config(OwnSASRec, "tiny", config_dict={**keys, "rsir_tua": 5})
+    with pytest.raises(ConfigError, match="unknown key own_alpha"):
+        Config("SASRec", "tiny", config_file_list=[str(own)], config_dict=keys)
+    with pytest.raises(ConfigError, match="unknown key own_beta"):
+        Config(RecBoleSASRec, "tiny", config_dict={**keys, "own_beta": 2})    # RecBole's own class: checked

@@ -124,3 +124,28 @@ def test_every_recbole_sequential_model_runs_a_round(featured, model_name):
     for r in results:
         metrics = [v for protocol in r.protocols.values() for split in protocol.values() for v in split.values()]
         assert metrics and all(math.isfinite(v) for v in metrics), (model_name, r.protocols)
+
+
+class OwnGRU4Rec(recbole_seq.GRU4Rec):
+    """A user's model with a key no yaml declares, as RecBole's custom-model guide builds one."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.own_temperature = config["own_temperature"]
+
+    def full_sort_predict(self, interaction):
+        return super().full_sort_predict(interaction) / self.own_temperature
+
+
+@pytest.mark.slow
+def test_a_model_class_of_your_own_runs_a_round(featured):
+    config_dict = tiny_config_dict(featured, epochs=1, rsir_m=2, rsir_rounds=1, rsir_tau=10, own_temperature=2.0,
+                                   embedding_size=16, num_layers=1, dropout_prob=0.0, loss_type="CE",  # no yaml
+                                   rsir_output_dir=os.path.join(featured, "out-own"))
+    config = Config(model=OwnGRU4Rec, dataset="tiny", config_dict=config_dict)
+    assert config["train_path"] == "recbole" and config["own_temperature"] == 2.0
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    results = RSIRRounds(config, train_data, valid_data, test_data).run()
+    assert [r.round for r in results] == [0, 1] and results[1].generation["n_accepted"] > 0
+    assert isinstance(RSIRRounds(config, train_data, valid_data, test_data).new_model(0), OwnGRU4Rec)

@@ -25,7 +25,8 @@ from recbole_rsir.data.sequences import SequenceSet, training_sequences
 from recbole_rsir.generation import full_sort as full_sort_module
 from recbole_rsir.generation import generator as generator_module
 from recbole_rsir.generation.full_sort import FullSortDecoder
-from recbole_rsir.generation.generator import decoder_for, generate
+from recbole_rsir.generation.generator import generate
+from recbole_rsir.generation.rows import decoder_for
 from recbole_rsir.generation.reference import generate_reference, score_context
 from recbole_rsir.generation.rules import GenerationSettings
 from recbole_rsir.generation.tau import generation_taus

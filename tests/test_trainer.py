@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import build_tiny
+from recbole.evaluator import Collector
 from recbole.trainer import Trainer
 
 from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks, pack
@@ -12,6 +13,7 @@ from recbole_rsir.data.merge import prefix_rows
 from recbole_rsir.data.sequences import eval_targets, training_sequences
 from recbole_rsir.errors import NonFiniteLossError
 from recbole_rsir.evaluation.by_length import full_sort_by_length
+from recbole_rsir.evaluation.collector import TopkCollector
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
 from recbole_rsir.model.dropout import FastDropout
 from recbole_rsir.trainer import positions as positions_module
@@ -147,6 +149,33 @@ def test_length_trimmed_evaluation_scores_equal_padded_scores(tiny_data_path):
         interaction = batch[0]
         assert torch.allclose(full_sort_by_length(model, interaction), model.full_sort_predict(interaction)
                               .view(len(interaction), -1), atol=1e-10)
+
+
+def test_topk_rows_equal_recboles_collector(tiny_data_path):
+    """Ties, rows without positives, rows with several, a repeated pair, positives outside the top k."""
+    config, *_ = _setup(tiny_data_path)
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 6, (40, 30), generator=generator).float()     # many ties
+    scores[:, 0] = -math.inf
+    positive_u = torch.tensor([0, 0, 0, 3, 5, 5, 7, 7, 7, 7, 39, 12, 12])
+    positive_i = torch.tensor([1, 2, 29, 4, 6, 6, 1, 2, 3, 4, 29, 8, 9])
+    collected = []
+    for collector in (Collector(config), TopkCollector(config)):
+        for _ in range(2):                                     # two batches: rows are appended
+            collector.eval_batch_collect(scores, None, positive_u, positive_i)
+        collected.append(collector.get_data_struct()["rec.topk"])
+    recbole, own = collected
+    assert own.dtype == recbole.dtype and own.shape == (80, max(config["topk"]) + 1)
+    assert torch.equal(own, recbole) and own[:, -1].sum() == 2 * 12
+
+
+def test_evaluation_with_the_topk_collector_equals_recboles(tiny_data_path):
+    config, _, valid_data, test_data, model, trainer = _setup(tiny_data_path)
+    assert isinstance(trainer.eval_collector, TopkCollector)
+    own = [trainer.evaluate(data, load_best_model=False) for data in (valid_data, test_data)]
+    trainer.eval_collector = Collector(config)
+    assert own == [trainer.evaluate(data, load_best_model=False) for data in (valid_data, test_data)]
+    assert any(v > 0 for result in own for v in result.values())
 
 
 def test_exclude_history_masks_exactly_the_users_earlier_items(tiny_data_path):

@@ -19,8 +19,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from recbole_rsir.generation.full_sort import FullSortDecoder
-from recbole_rsir.model.backbone import is_backbone
+from recbole_rsir.generation.rows import SlotSource, decoder_for
 
 
 def generation_taus(model, seeds, settings, judge=None):
@@ -42,18 +41,19 @@ def taus_from_ranks(ranks, settings):
 @torch.no_grad()
 def teacher_forced_ranks(model, seeds, settings):
     """Per seed, the ranks (int64 array, possibly empty) of its real items 1.. given the items before."""
-    from recbole_rsir.generation.generator import SlotSource   # the generator's rows, one per seed
-
     model.eval()
     device = model.device
     lengths = np.minimum(seeds.lengths, settings.max_len)
-    ranks = [np.zeros(max(int(n) - 1, 0), dtype=np.int64) for n in lengths]
+    counts = np.maximum(lengths - 1, 0)                    # ranked positions per seed, flat (CSR)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    flat = np.zeros(int(starts[-1]), dtype=np.int64)
+    starts_t = torch.as_tensor(starts[:-1], device=device)
     items = torch.as_tensor(seeds.items, device=device)
     times = torch.as_tensor(seeds.timestamps, dtype=torch.float64, device=device)
     source = None
     for start in range(0, len(seeds), settings.batch_size):
         stop = min(start + settings.batch_size, len(seeds))
-        decoder = model.new_cache(stop - start) if is_backbone(model) else FullSortDecoder(model)
+        decoder = decoder_for(model, stop - start)
         if source is None:
             source = SlotSource(seeds, torch.ones(len(seeds), dtype=torch.long), replace(settings, m=1),
                                 decoder.n_items, device)
@@ -72,11 +72,10 @@ def teacher_forced_ranks(model, seeds, settings):
                 decoder.keep(go)
             target = items[offsets + batch.length]
             rank = ranks_of(decoder, hidden, target, settings.score_chunk)
-            for s, t, r in zip(seed_index.tolist(), batch.length.tolist(), rank.tolist()):
-                ranks[s][t - 1] = r
+            flat[(starts_t[seed_index] + batch.length - 1).cpu().numpy()] = rank.cpu().numpy()
             place_real(batch, target, times[offsets + batch.length])
             hidden = decoder.extend(batch)
-    return ranks
+    return np.split(flat, starts[1:-1]) if len(seeds) else []
 
 
 def place_real(batch, items, times):

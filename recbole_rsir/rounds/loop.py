@@ -118,8 +118,11 @@ class RSIRRounds:
         """Fresh weights for round 0 and rsir_mode scratch; the last best for finetune."""
         if previous is not None and self.config["rsir_mode"] == "finetune":
             return previous
-        model_class = get_model(self.config["model"])
-        return model_class(self.config, self.train_data.dataset).to(self.config["device"])
+        return self.fresh_model()
+
+    def fresh_model(self):
+        """The config's model class (a user's own class too) with new weights."""
+        return self.config.model_class(self.config, self.train_data.dataset).to(self.config["device"])
 
     def new_trainer(self, model, round_index):
         trainer = self.trainer_class(self.config, model)
@@ -175,7 +178,7 @@ class RSIRRounds:
         if name == "previous":    # the best model of round k-2; round 1's generator is the first model
             if round_index < 2:
                 return None
-            model = get_model(self.config["model"])(self.config, self.train_data.dataset).to(self.config["device"])
+            model = self.fresh_model()
             model.load_state_dict(self.store.load(round_index - 2)[2])
             return model
         return self.train_judge(name, round_index)

@@ -4,6 +4,7 @@
 - fused Adam: optim.py
 - checkpoints of tensors only, with every random stream: checkpoints.py
 - length-bucketed ranking of backbones: evaluation/by_length.py
+- RecBole's metric collector without its [users, items] positives matrix: evaluation/collector.py
 - the dropout swap: model/dropout.py
 - data-parallel training over ranks: distributed.py
 
@@ -16,6 +17,7 @@ from recbole.trainer import Trainer
 
 from recbole_rsir.errors import NonFiniteLossError
 from recbole_rsir.evaluation.by_length import LengthBucketedEvaluation
+from recbole_rsir.evaluation.collector import TopkCollector
 from recbole_rsir.model.dropout import use_fast_dropout
 from recbole_rsir.trainer.checkpoints import Checkpoints
 from recbole_rsir.trainer.distributed import DistributedTraining
@@ -32,6 +34,7 @@ class RSIRTrainer(DistributedTraining, AllPositionTraining, LengthBucketedEvalua
 
     def __init__(self, config, model):
         super().__init__(config, use_fast_dropout(model))
+        self.eval_collector = TopkCollector(config)
         self.round_index = 0
         self.epoch = 0
 
