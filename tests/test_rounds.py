@@ -234,6 +234,15 @@ def test_previous_round_judges_and_tau_tightens(tiny_data_path):
         assert len(again.sequences) == results[k].generation["n_accepted"]
     other = generate(models[1], rounds.real, settings.for_round(2), seed=config["seed"] + 2)
     assert other.counts != again.counts          # round 0's model, not round 1's, judged round 2
+    # round 1 is plain RSIR's, which lets the study take it from the plain run (plan.ROUND1_AS_PLAIN)
+    plain_config, _, *plain_data = build_tiny(tiny_data_path, rsir_rounds=1, rsir_tau=10, epochs=1,
+                                              rsir_output_dir=os.path.join(tiny_data_path, "plain-round1"))
+    plain = RSIRRounds(plain_config, *plain_data)
+    plain_round1 = plain.run()[1]
+    assert plain_round1.protocols == results[1].protocols and plain_round1.best_epoch == results[1].best_epoch
+    assert {k: v for k, v in plain_round1.generation.items() if k != "atomic_file"} == {
+        k: v for k, v in results[1].generation.items() if k != "atomic_file"}
+    assert np.array_equal(plain.store.load(1)[1].items, rounds.store.load(1)[1].items)
 
 
 def test_per_user_rounds_record_the_taus_summary_instead_of_one_tau(tiny_data_path):

@@ -146,6 +146,7 @@ def test_variant_arms_reuse_their_base_round0_and_turn_one_option_on():
         plain, strong = by_arm[arm], by_arm[f"strong-{arm}"]
         assert plain.overrides == strong.overrides == overrides and plain.rounds == strong.rounds == 3
         assert (plain.round0_from, strong.round0_from) == ("rsir", "strong")
+        assert plain.shared_rounds == strong.shared_rounds == (2 if arm in ("judge-previous", "tau-tighten") else 1)
         assert plain.config_files == () and strong.config_files == (os.path.relpath(STRONG_PRESET),)
     assert len(runs) == 2 * (2 + 2 * len(variants))
     without_strong = plan(["d"], ["SASRec"], [1], 3, ["refine"])
@@ -355,8 +356,9 @@ def test_study_command_runs_the_variant_arms(tmp_path):
     plain = runs["SASRec/rsir/seed1"]["rounds"]
     variant = {arm: runs[f"SASRec/{arm}/seed1"]["rounds"]
                for arm in ("refine", "judge-previous", "judge-HSTU", "tau-tighten", "tau-user")}
-    for rounds in variant.values():
-        assert rounds[0]["test"] == plain[0]["test"]                       # the base's round 0
+    for arm, rounds in variant.items():
+        assert rounds[0] == plain[0]                                        # the base's round 0, taken
+        assert (rounds[1] == plain[1]) == (arm in ("judge-previous", "tau-tighten"))   # round 1 too, timings and all
     assert variant["refine"][1]["generation"]["refine_attempts"] > 0
     assert [r["generation"]["tau"] for r in variant["tau-tighten"][1:]] == [8, 4]
     assert all("tau" not in r["generation"] and r["generation"]["tau_mean"] >= 1 for r in variant["tau-user"][1:])

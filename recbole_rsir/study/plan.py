@@ -32,6 +32,11 @@ DEFAULT_ARMS = tuple(a for a in ARMS if a not in ("sweep",) + VARIANT_ARMS)
 """What a study runs unless told otherwise (the sweep and the variants are asked for by name)."""
 
 
+ROUND1_AS_PLAIN = ("judge-previous", "tau-tighten")
+"""Variants whose round 1 is plain RSIR's (the previous round's model first judges in round 2;
+tighten's first tau is rsir_tau): they take rounds 0 and 1 from their base's run."""
+
+
 def variants(arm, model):
     """``{run arm: (label, overrides)}`` of a variant arm for ``model``: plain RSIR with one option on."""
     if arm == "refine":
@@ -58,6 +63,7 @@ class Run:
     overrides: dict = field(default_factory=dict)
     config_files: tuple = ()
     round0_from: str = None                    # arm of the same model and seed whose round 0 is reused
+    shared_rounds: int = 1                     # its rounds 0..shared_rounds-1 are this run's too
     extra: str = None                          # "aug-<op>" | "w2s": fixed extra training sequences
     needs: tuple = ()                          # arms (same model and seed) that must finish first
 
@@ -91,10 +97,13 @@ def _arm_runs(dataset, model, seed, rounds, arm, first_seed, files, strong=False
     if arm in VARIANT_ARMS:
         runs = []
         for name, (_, overrides) in variants(arm, model).items():
-            runs.append(run(name, rounds=rounds, overrides=overrides, round0_from="rsir", needs=("rsir",)))
+            shared = 2 if name in ROUND1_AS_PLAIN else 1
+            runs.append(run(name, rounds=rounds, overrides=overrides, round0_from="rsir", shared_rounds=shared,
+                            needs=("rsir",)))
             if strong:
                 runs.append(run(f"strong-{name}", rounds=rounds, overrides=overrides, round0_from="strong",
-                                config_files=(os.path.relpath(STRONG_PRESET),), needs=("strong",)))
+                                shared_rounds=shared, config_files=(os.path.relpath(STRONG_PRESET),),
+                                needs=("strong",)))
         return runs
     if arm == "sweep":
         if seed != first_seed:

@@ -104,7 +104,7 @@ def measured_seconds(out, runs):
         with open(result_path(out, run), encoding="utf-8") as f:
             rounds = json.load(f)["rounds"]
         for r in rounds:
-            if run.round0_from and r["round"] == 0:
+            if run.round0_from and r["round"] < run.shared_rounds:
                 continue
             key = (run.dataset, run.model, _family(run), r["round"] > 0)
             samples.setdefault(key, []).append(r["train_seconds"] + r["generate_seconds"])
@@ -114,10 +114,11 @@ def measured_seconds(out, runs):
 def estimate(run, seconds):
     """Estimated seconds of a pending run, or None where nothing like it was measured yet."""
     first = 0.0 if run.round0_from else seconds.get((run.dataset, run.model, _family(run), False))
-    later = seconds.get((run.dataset, run.model, _family(run), True)) if run.rounds else 0.0
+    computed = run.rounds - (run.shared_rounds - 1 if run.round0_from else 0)     # rounds after round 0
+    later = seconds.get((run.dataset, run.model, _family(run), True)) if computed else 0.0
     if first is None or later is None:
         return None
-    return first + run.rounds * later
+    return first + computed * later
 
 
 def print_plan(runs, out, jobs):

@@ -42,14 +42,17 @@ def config_dict(run, work, threads):
             "rsir_output_dir": run_dir(work, run), "show_progress": False}
 
 
-def share_round0(run, work):
-    """Start the run from the round 0 of ``run.round0_from`` (same training, so the same model)."""
-    source = os.path.join(run_dir(work, run, run.round0_from), "rounds", "round0")
-    target = os.path.join(run_dir(work, run), "rounds", "round0")
-    if not os.path.isdir(target):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copytree(source, target + ".copy")
-        os.replace(target + ".copy", target)
+def share_rounds(run, work):
+    """Start the run from the first ``run.shared_rounds`` rounds of ``run.round0_from`` (the same
+    settings up to there, so the same models and data)."""
+    for k in range(run.shared_rounds):
+        source = os.path.join(run_dir(work, run, run.round0_from), "rounds", f"round{k}")
+        target = os.path.join(run_dir(work, run), "rounds", f"round{k}")
+        if not os.path.isdir(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.rmtree(target + ".copy", ignore_errors=True)
+            shutil.copytree(source, target + ".copy")
+            os.replace(target + ".copy", target)
 
 
 def extra_builder(run, out, work, threads, stats):
@@ -114,7 +117,7 @@ def execute(run, out, work, threads=1):
     """Run ``run`` to the end (resuming what its folder holds) and write its results file."""
     start = time.time()
     if run.round0_from:
-        share_round0(run, work)
+        share_rounds(run, work)
     extra_stats = {}
     payload = run_rsir(run.model, run.dataset, config_file_list=list(run.config_files) or None,
                        config_dict=config_dict(run, work, threads),
