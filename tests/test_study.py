@@ -188,6 +188,7 @@ def test_report_means_changes_and_paired_test(tmp_path):
         assert f"| {stats.ttest_rel(c, b).pvalue:.3f} |" in text
     for name in missing:
         assert f"- {name}" in text
+    assert "variants.png" not in text and not (tmp_path / "plots" / "SASRec-variants.png").exists()
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["runs"]) == 6 and results["missing"] == missing
 
@@ -218,6 +219,8 @@ def test_report_sets_variants_beside_plain_rsir_with_their_generation(tmp_path, 
                       f"({change:+.1%}, p {p:.3f})") == 2
     assert f"| {prefix}refine | 1 | 2 | 15 | 70 | 0.23333 | 5 | 5.00 | 25.0% | 50.0% | 50.0% | 50 | 8 (25.0%) |" in text
     assert f"| {base} | 1 | 2 | 15 | 70 | 0.23333 | 5 | 4.00 | 25.0% | 50.0% | 50.0% | 50 | - |" in text
+    assert "![variants](plots/SASRec-variants.png)" in text
+    assert (tmp_path / "plots" / "SASRec-variants.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_report_gives_the_per_user_taus_summary_where_there_is_no_one_tau(tmp_path):

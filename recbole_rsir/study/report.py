@@ -239,26 +239,49 @@ def _save(plt, fig, legend_ax, path, **legend):
     plt.close(fig)
 
 
-def plot_collapse(runs, model, n_rounds, path):
+def plot_rounds(runs, model, n_rounds, path, arms):
+    """Test Recall@10 per round (mean ± sd over seeds), one panel per protocol; ``arms``:
+    ``(arm, base arm, label, line style)``, each drawn from its base's round 0 on. False if no arm
+    has two rounds to draw."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(PROTOCOLS), figsize=(10, 4), sharex=True)
+    drawn = False
     for ax, protocol in zip(axes, PROTOCOLS):
-        for arm, label in (("rsir", "RSIR (fidelity)"), ("nofid", "no fidelity"), ("ft", "RSIR-FT")):
+        for arm, base, label, style in arms:
             xs, ys, es = [], [], []
             for k in range(n_rounds + 1):
-                cell = values(runs, model, arm if k else "rsir", k, protocol, "recall@10")
+                cell = values(runs, model, arm if k else base, k, protocol, "recall@10")
                 if cell:
                     xs.append(k)
                     ys.append(np.mean(list(cell.values())))
                     es.append(np.std(list(cell.values()), ddof=1) if len(cell) > 1 else 0.0)
             if len(xs) > 1:
-                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label)
+                ax.errorbar(xs, ys, yerr=es, marker="o", linestyle=style, capsize=3, label=label)
+                drawn = True
         ax.set_title(protocol.replace("_", " "), fontsize=10)
         ax.set_xlabel("round")
         ax.set_xticks(range(n_rounds + 1))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{model} test Recall@10 (mean ± sd)")
-    _save(plt, fig, axes[0], path)
+    _save(plt, fig, axes[0], path, fontsize=7)
+    return drawn
+
+
+def plot_collapse(runs, model, n_rounds, path):
+    arms = [("rsir", "rsir", "RSIR (fidelity)", "-"), ("nofid", "rsir", "no fidelity", "-"),
+            ("ft", "rsir", "RSIR-FT", "-")]
+    return plot_rounds(runs, model, n_rounds, path, arms)
+
+
+def plot_variants(runs, model, n_rounds, path):
+    """Plain RSIR and each variant beyond the paper, on the default base (solid) and the strong one (dashed)."""
+    arms = []
+    for base, prefix, style in (("rsir", "", "-"), ("strong", "strong + ", "--")):
+        variants_run = [(arm, base, f"{prefix}{label}", style) for arm, label in variant_arms(model, base)
+                        if values(runs, model, arm, 1, "recbole", "recall@10")]
+        if variants_run:
+            arms += [(base, base, f"{prefix}RSIR", style)] + variants_run
+    return bool(arms) and plot_rounds(runs, model, n_rounds, path, arms)
 
 
 def plot_training_set(runs, model, n_rounds, path):
@@ -395,6 +418,8 @@ def build_report(folder, dataset, planned):
             file = os.path.join(plots, f"{model}-{name}.png")
             draw(runs, model, n_rounds, file)
             pictures.append(f"![{name}](plots/{model}-{name}.png)")
+        if plot_variants(runs, model, n_rounds, os.path.join(plots, f"{model}-variants.png")):
+            pictures.append(f"![variants](plots/{model}-variants.png)")
         if plot_sweep(runs, model, os.path.join(plots, f"{model}-sweep.png")):
             pictures.append(f"![tau x p sweep](plots/{model}-sweep.png)")
         md += pictures + [""]
