@@ -129,6 +129,11 @@ def test_plan_orders_dependencies_and_shares_round0():
     assert len(sweep) == len(SWEEP_TAU) * len(SWEEP_P) and all(r.rounds == 1 for r in sweep)
     assert all(r.round0_from == "rsir" for r in runs if r.arm in ("nofid", "ft") or r.arm.startswith("sweep"))
     assert sum(r.arm.startswith("aug-") for r in runs) == 2 * len(OPERATORS)
+    one = plan(["d"], ["SASRec"], [1], 3, ["aug-insert", "nofid"])
+    assert [(r.arm, r.extra, r.needs) for r in one] == [("rsir", None, ()), ("nofid", None, ("rsir",)),
+                                                       ("aug-insert", "aug-insert", ("rsir",))]
+    both = plan(["d"], ["SASRec"], [1], 3, ["aug", "aug-crop"])
+    assert [r.arm for r in both] == ["rsir"] + [f"aug-{op}" for op in OPERATORS]
 
 
 def test_variant_arms_reuse_their_base_round0_and_turn_one_option_on():
@@ -313,7 +318,7 @@ def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):
 @pytest.mark.slow
 def test_study_command_end_to_end(tmp_path):
     tiny_study_data(tmp_path, "epochs: 1\n")
-    args = ["--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=1", "--arms=rsir,nofid,ft,aug,w2s",
+    args = ["--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=1", "--arms=rsir,nofid,ft,aug-insert,w2s",
             "--config_files=tiny.yaml", "--out=out", "--work=work", "--jobs=2"]
     first = _study(str(tmp_path), *args)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -321,7 +326,7 @@ def test_study_command_end_to_end(tmp_path):
     results = json.loads((folder / "results.json").read_text())
     assert results["missing"] == []
     runs = results["runs"]
-    assert len(runs) == 10
+    assert len(runs) == 6              # the operators' plumbing is one: aug-insert stands for them
     for name, payload in runs.items():
         for r in payload["rounds"]:
             for protocol in r["protocols"].values():
@@ -329,12 +334,12 @@ def test_study_command_end_to_end(tmp_path):
     rsir, nofid = runs["SASRec/rsir/seed1"], runs["SASRec/nofid/seed1"]
     assert nofid["rounds"][0]["test"] == rsir["rounds"][0]["test"]          # round 0 shared
     assert nofid["rounds"][1]["generation"]["fidelity_tests"] == 0
-    for op in OPERATORS:
-        extra = runs[f"SASRec/aug-{op}/seed1"]["extra"]
-        assert extra["n_sequences"] == rsir["rounds"][1]["generation"]["n_accepted"]
+    extra = runs["SASRec/aug-insert/seed1"]["extra"]
+    assert extra["n_sequences"] == rsir["rounds"][1]["generation"]["n_accepted"]
     assert runs["SASRec/w2s/seed1"]["rounds"][0]["n_extra_sequences"] > 0
     report = (folder / "report.md").read_text()
-    for label in ["base (round 0)", "RSIR round 1", "RSIR-FT round 1", "no fidelity round 1", "weak-to-strong"]:
+    for label in ["base (round 0)", "RSIR round 1", "RSIR-FT round 1", "no fidelity round 1", "augment: insert",
+                  "weak-to-strong"]:
         assert report.count(f"| {label} |") == 2          # one row per protocol
     assert "Every planned run is finished." in report
     for plot in ("collapse", "training_set", "accepted_lengths"):

@@ -30,6 +30,8 @@ ARMS = ("rsir", "nofid", "ft", "aug", "w2s", "strong", "sweep") + VARIANT_ARMS
 come last, so that ``strong`` runs before their strong runs."""
 DEFAULT_ARMS = tuple(a for a in ARMS if a not in ("sweep",) + VARIANT_ARMS)
 """What a study runs unless told otherwise (the sweep and the variants are asked for by name)."""
+OPERATOR_ARMS = tuple(f"aug-{op}" for op in OPERATORS)
+"""One augmentation operator alone, where ``aug`` runs all five."""
 
 
 ROUND1_AS_PLAIN = ("judge-previous", "tau-tighten")
@@ -87,8 +89,8 @@ def _arm_runs(dataset, model, seed, rounds, arm, first_seed, files, strong=False
     if arm == "ft":
         return [run("ft", rounds=rounds, overrides={"rsir_mode": "finetune"}, round0_from="rsir",
                     needs=("rsir",))] if seed == first_seed else []
-    if arm == "aug":
-        return [run(f"aug-{op}", rounds=0, extra=f"aug-{op}", needs=("rsir",)) for op in OPERATORS]
+    if arm == "aug" or arm in OPERATOR_ARMS:
+        return [run(name, rounds=0, extra=name, needs=("rsir",)) for name in (OPERATOR_ARMS if arm == "aug" else (arm,))]
     if arm == "w2s":
         return [run("w2s-small", rounds=0, overrides=dict(SMALL_MODEL)),
                 run("w2s", rounds=0, extra="w2s", needs=("w2s-small",))]
@@ -111,7 +113,7 @@ def _arm_runs(dataset, model, seed, rounds, arm, first_seed, files, strong=False
         return [run(f"sweep-tau{tau}-p{p:g}", rounds=1, overrides={"rsir_tau": tau, "rsir_p": p},
                     round0_from="rsir", needs=("rsir",))
                 for tau in SWEEP_TAU for p in SWEEP_P]
-    raise ValueError(f"unknown arm {arm!r}; known: {', '.join(ARMS)}")
+    raise ValueError(f"unknown arm {arm!r}; known: {', '.join(ARMS + OPERATOR_ARMS)}")
 
 
 def plan(datasets, models, seeds, rounds, arms, config_files=()):
@@ -120,12 +122,17 @@ def plan(datasets, models, seeds, rounds, arms, config_files=()):
     dependencies always come before it. ``config_files`` apply to every run, after an arm's
     own preset."""
     runs = []
-    ordered = ("rsir",) + tuple(sorted(set(arms) - {"rsir"},
-                                               key=lambda a: ARMS.index(a) if a in ARMS else len(ARMS)))
+    def rank(arm):
+        return ARMS.index(arm if arm in ARMS else "aug"), arm       # an operator sits with aug
+
+    ordered = ("rsir",) + tuple(sorted(set(arms) - {"rsir"}, key=rank))
     for seed in seeds:
         for dataset in datasets:
             for model in models:
                 for arm in ordered:
                     runs.extend(_arm_runs(dataset, model, seed, rounds, arm, seeds[0], config_files,
                                           strong="strong" in arms))
-    return runs
+    unique = {}
+    for run in runs:                       # aug and one of its operators name the same run
+        unique.setdefault(run.name, run)
+    return list(unique.values())

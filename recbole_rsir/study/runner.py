@@ -18,7 +18,7 @@ import time
 
 from recbole_rsir.data.bundled import BUNDLED
 from recbole_rsir.errors import InputError
-from recbole_rsir.study.plan import ARMS, DEFAULT_ARMS, plan
+from recbole_rsir.study.plan import ARMS, DEFAULT_ARMS, OPERATOR_ARMS, plan
 from recbole_rsir.study.report import build_report
 from recbole_rsir.study.worker import publish_progress, result_path, run_dir
 from recbole_rsir.utils import get_model
@@ -45,7 +45,7 @@ def parse_args(argv):
     parser.add_argument("--seeds", default="2020,2021,2022")
     parser.add_argument("--rounds", default="3")
     parser.add_argument("--arms", default=",".join(DEFAULT_ARMS),
-                        help=f"comma-separated among {', '.join(ARMS)}")
+                        help=f"comma-separated among {', '.join(ARMS)} (aug-<operator>: one of aug's)")
     parser.add_argument("--config_files", default="", help="space-separated yaml files for every run")
     parser.add_argument("--out", default=os.path.join("benchmarks", "results"), help="results root")
     parser.add_argument("--work", default="study_work", help="weights and saved rounds (not committed)")
@@ -71,9 +71,9 @@ def parse_args(argv):
         get_model(name)
     args.seeds = _list(args.seeds, "seeds", int)
     args.arms = _list(args.arms, "arms")
-    bad = [a for a in args.arms if a not in ARMS]
+    bad = [a for a in args.arms if a not in ARMS + OPERATOR_ARMS]
     if bad:
-        raise StudyError(f"unknown arm {bad[0]!r}; known: {', '.join(ARMS)}")
+        raise StudyError(f"unknown arm {bad[0]!r}; known: {', '.join(ARMS + OPERATOR_ARMS)}")
     for key, low in (("rounds", 1), ("jobs", 1), ("threads", 1)):
         value = getattr(args, key)
         if not value.isdigit() or int(value) < low:
