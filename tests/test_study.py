@@ -11,6 +11,7 @@ from scipy import stats
 
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
+from recbole_rsir.study import runner
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
 from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, plan
 from recbole_rsir.study.report import build_report
@@ -260,11 +261,18 @@ def _study(cwd, *args):
     (["--dataset=nowhere"], "unknown dataset 'nowhere'"),
     (["--models=NoSuchModel"], "unknown model 'NoSuchModel'"),
 ])
-def test_bad_arguments_exit_2_with_one_line(tmp_path, args, message):
-    done = _study(str(tmp_path), *args, "--out=out", "--work=work")
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and message in done.stderr
+def test_bad_arguments_exit_2_with_one_line(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert runner.main([*args, "--out=out", "--work=work"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
     assert os.listdir(tmp_path) == []
+
+
+def test_the_real_study_command_exits_2_with_one_line(tmp_path):
+    done = _study(str(tmp_path), "--arms=rsir,bogus", "--out=out", "--work=work")
+    assert done.returncode == 2 and done.stderr.startswith("error: unknown arm 'bogus'")
+    assert done.stderr.count("\n") == 1 and os.listdir(tmp_path) == []
 
 
 def tiny_study_data(tmp_path, keys):
