@@ -6,13 +6,16 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from conftest import build_tiny, make_rows
 from scipy import stats
 
 from recbole_rsir.data.convert import write_atomic
-from recbole_rsir.data.sequences import SequenceSet, training_sequences
+from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
+from recbole_rsir.evaluation.history_mask import mask_earlier_items
 from recbole_rsir.study import runner
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
+from recbole_rsir.study.history import history_share
 from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, plan
 from recbole_rsir.study.report import build_report
 
@@ -245,6 +248,26 @@ def test_report_gives_the_per_user_taus_summary_where_there_is_no_one_tau(tmp_pa
     text = (tmp_path / "report.md").read_text()
     assert "| tau-user | 1 | 2 |" in text and "| per user: mean 13.5, median 11.5 | - |" in text
     assert text.count("| RSIR, tau per user (median rank of the user's own next items, at most 200), round 1 |") == 2
+
+
+def test_history_share_counts_the_users_earlier_items_in_the_top_k(tiny_data_path):
+    """Against a plain loop: each test user's top-k of the padded scores, checked against the
+    training sequence and the validation item."""
+    config, _, train_data, valid_data, test_data = build_tiny(tiny_data_path)
+    model = config.model_class(config, train_data.dataset).double().eval()
+    earlier = mask_earlier_items(train_data.dataset, valid_data, test_data)[1].earlier
+    slot_share, user_share = history_share(model, test_data, earlier, "user_id", k=5)
+    real, valid = training_sequences(train_data.dataset), eval_targets(valid_data.dataset)
+    past = {int(u): set(real[i].tolist()) | {valid[int(u)]} for i, u in enumerate(real.users)}
+    hits = []
+    with torch.no_grad():
+        for batch in test_data:
+            scores = model.full_sort_predict(batch[0]).view(len(batch[0]), -1)
+            scores[:, 0] = -torch.inf
+            for user, top in zip(batch[0]["user_id"].tolist(), scores.topk(5).indices.tolist()):
+                hits.append(sum(item in past[user] for item in top))
+    assert slot_share == pytest.approx(sum(hits) / (5 * len(hits)))
+    assert user_share == pytest.approx(np.mean([h > 0 for h in hits])) and 0 < slot_share < 1
 
 
 # ---- the real command ---------------------------------------------------------------------
