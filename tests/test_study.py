@@ -298,6 +298,27 @@ def test_the_real_study_command_exits_2_with_one_line(tmp_path):
     assert done.stderr.count("\n") == 1 and os.listdir(tmp_path) == []
 
 
+def test_a_run_claimed_by_another_live_study_process_is_left_to_it(tmp_path):
+    folder = tmp_path / "work" / "tiny" / "SASRec" / "rsir" / "seed1"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert runner.claim(str(folder)) and (folder / runner.CLAIM).read_text() == str(os.getpid())
+        (folder / runner.CLAIM).write_text(str(holder.pid))
+        assert not runner.claim(str(folder))                       # a live holder keeps it
+        tiny_study_data(tmp_path, "epochs: 1\n")
+        done = _study(str(tmp_path), "--dataset=tiny", "--seeds=1", "--rounds=1", "--arms=rsir,nofid",
+                      "--config_files=tiny.yaml", "--out=out", "--work=work", "--jobs=1")
+        assert done.returncode == 0, done.stderr
+        assert "skip tiny SASRec/rsir/seed1: another study process is running it" in done.stdout
+        assert "start" not in done.stdout and not (folder / "rounds").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert runner.claim(str(folder)) and (folder / runner.CLAIM).read_text() == str(os.getpid())  # dead: taken
+    runner.release(str(folder))
+    assert not (folder / runner.CLAIM).exists()
+
+
 def tiny_study_data(tmp_path, keys):
     """The tiny dataset under ``dataset/`` and ``tiny.yaml``: a small model, ``keys`` on top."""
     write_atomic(make_rows(), os.path.join(tmp_path, "dataset", "tiny", "tiny.inter"))

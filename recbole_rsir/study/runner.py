@@ -7,7 +7,9 @@ command started again carries on with what is missing (an interrupted run resume
 saved rounds in ``--work``). Each round a run finishes is published at once as its partial
 results file, and the report is rebuilt from all results files there after every finished
 round; with ``--commit`` the results folder is committed to git each time, so a study
-accumulates across sittings even when a sitting ends inside a long run.
+accumulates across sittings even when a sitting ends inside a long run. Two study commands
+may run side by side (one job each uses two cores best): a run one of them is running is
+claimed in its work folder, and the other leaves it alone.
 """
 import argparse
 import json
@@ -141,6 +143,48 @@ def _sibling(run, arm):
 
 # ---- running ---------------------------------------------------------------------------
 
+CLAIM = "claimed.pid"
+"""In a run's work folder while a study process runs it: that process's pid."""
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(folder):
+    """Take the run in ``folder`` for this process: False while another live study process holds it
+    (two study commands started side by side may plan the same run); a dead holder's claim is taken."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, CLAIM)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            with open(path, encoding="utf-8") as f:
+                holder = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            holder = 0
+        if holder and holder != os.getpid() and _alive(holder):
+            return False
+        os.remove(path)
+        return claim(folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
+def release(folder):
+    path = os.path.join(folder, CLAIM)
+    if os.path.isfile(path):
+        os.remove(path)
+
+
 def launch(run, args):
     folder = run_dir(args.work, run)
     os.makedirs(folder, exist_ok=True)
@@ -209,6 +253,9 @@ def run_study(args):
                 print(f"skip {run.dataset} {run.name}: a run it needs failed")
             elif all(done(args.out, n) for n in needs):
                 pending.remove(run)
+                if not claim(run_dir(args.work, run)):
+                    print(f"skip {run.dataset} {run.name}: another study process is running it", flush=True)
+                    continue
                 running[launch(run, args)] = (run, time.time())
                 print(f"start {run.dataset} {run.name}", flush=True)
         if not running:
@@ -219,6 +266,7 @@ def run_study(args):
             if process.poll() is None:
                 continue
             del running[process]
+            release(run_dir(args.work, run))
             if process.returncode != 0 or not done(args.out, run):
                 failed.add(run.name)
                 print(f"FAILED {run.dataset} {run.name} (exit {process.returncode}); "
