@@ -2,7 +2,8 @@
 # The study's queue, most informative cells first; each command skips finished runs, so the
 # queue can be started again after any stop. Two lanes of one job each use the 2 cores best:
 #   benchmarks/study-queue.sh core &  benchmarks/study-queue.sh strong &
-# Run from the checkout root; results land in benchmarks/results/<dataset>/ and are committed.
+# Run from the checkout root; results land in benchmarks/results/<dataset>/ and are committed. A run
+# both lanes plan is claimed by the first to start it (claimed.pid in its work folder); the other skips it.
 set -u
 S="python -m recbole_rsir.study --threads=1 --commit --rounds=3 --jobs=1"
 case "${1:-core}" in
