@@ -1,6 +1,7 @@
 """Interrupted runs resume where they stopped; bad state and bad outputs give clear errors."""
 import json
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -15,6 +16,7 @@ from recbole_rsir.data.sequences import SequenceSet, training_sequences
 from recbole_rsir.errors import ConfigError, NonFiniteLossError, OutputError
 from recbole_rsir.rounds.loop import FAULT_ENV, RSIRRounds
 from recbole_rsir.rounds.store import RoundStore
+from recbole_rsir.study.worker import publish_state, restore_state
 from recbole_rsir.trainer.trainer import RSIRTrainer
 from recbole_rsir.utils import get_model
 
@@ -65,6 +67,69 @@ def test_killed_run_resumes_to_the_same_results(tiny_data_path, fault, monkeypat
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert os.stat(round1).st_mtime_ns == stamp          # round 1 was reused, not redone
     assert _outcome(cut) == whole_run
+
+
+def _kill_in_round2_training(data_path, out, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "train:2:0")
+    assert run_cli(_args(data_path, out, "--rsir_rounds=2"), data_path).returncode == -signal.SIGKILL
+    monkeypatch.delenv(FAULT_ENV)
+    assert RoundStore(out).finished() == [0, 1] and RoundStore(out).generated(2) is not None
+
+
+def _weights(out):
+    return [os.path.join(d, f) for d, _, files in os.walk(out) for f in files if f.endswith(".pth")]
+
+
+@pytest.mark.slow
+def test_a_run_without_its_weights_goes_on_from_its_saved_generation(tiny_data_path, monkeypatch, whole_run):
+    """Weights are needed only to generate: with round 2's sequences saved, a run whose weights
+    are all gone (moved to another machine) trains round 2 to the uninterrupted run's results;
+    with round 2's sequences gone too, it stops naming the missing weights."""
+    cut = os.path.join(tiny_data_path, "cut")
+    _kill_in_round2_training(tiny_data_path, cut, monkeypatch)
+    weights = _weights(cut)
+    assert len(weights) == 3                            # rounds 0 and 1, round 2's checkpoint
+    for path in weights:
+        os.remove(path)
+    resumed = run_cli(_args(tiny_data_path, cut, "--rsir_rounds=2"), tiny_data_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _outcome(cut) == whole_run and not os.path.exists(os.path.join(cut, "rounds", "round1", "model.pth"))
+
+    more = run_cli(_args(tiny_data_path, cut, "--rsir_rounds=3"), tiny_data_path)   # round 3 must generate
+    assert more.returncode == 0, more.stderr[-2000:]              # from round 2's weights, which are here
+    os.remove(os.path.join(cut, "rounds", "round3", "model.pth"))
+    os.remove(os.path.join(cut, "rounds", "round2", "model.pth"))
+    shutil.rmtree(os.path.join(cut, "rounds", "round3"))
+    stopped = run_cli(_args(tiny_data_path, cut, "--rsir_rounds=3"), tiny_data_path)
+    round2 = os.path.join(cut, "rounds", "round2")
+    assert stopped.returncode == 2 and stopped.stderr.strip().count("\n") == 0
+    assert f"{round2} has no model.pth, which is needed to generate round 3; delete {round2}" in stopped.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pending", [True, False])
+def test_a_published_state_restores_on_another_machine_to_the_same_results(tiny_data_path, monkeypatch,
+                                                                           whole_run, pending):
+    """The study publishes a run's rounds without weights (worker.publish_state); a machine with
+    none of the run's files restores them and ends where the uninterrupted run ends. Without the
+    round in progress's generation, round 1 is trained again from its own sequences."""
+    cut, moved = os.path.join(tiny_data_path, "cut"), os.path.join(tiny_data_path, "moved")
+    _kill_in_round2_training(tiny_data_path, cut, monkeypatch)
+    state = os.path.join(tiny_data_path, "published", "seed1.rounds")
+    assert publish_state(cut, state) and not publish_state(cut, state)     # published once
+    assert sorted(os.listdir(state)) == ["config.yaml", "round0", "round1", "round2.tmp"]
+    assert not [f for f in _weights(state)]
+    if not pending:
+        shutil.rmtree(os.path.join(state, "round2.tmp"))
+    os.makedirs(moved)
+    assert restore_state(state, moved) == ([0, 1, 2] if pending else [0, 1])
+    assert restore_state(state, moved) == []                  # the folder now holds as much
+    assert RoundStore(moved).finished() == ([0, 1] if pending else [0]) and not _weights(moved)
+    resumed = run_cli(_args(tiny_data_path, moved, "--rsir_rounds=2"), tiny_data_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _outcome(moved) == whole_run
+    assert publish_state(moved, state) and sorted(os.listdir(state)) == ["config.yaml", "round0", "round1",
+                                                                          "round2"]
 
 
 @pytest.mark.slow
@@ -158,7 +223,7 @@ def test_full_disk_while_saving_a_round_is_a_clear_error(tiny_data_path, monkeyp
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(np, "savez", no_space)
+    monkeypatch.setattr(np, "savez_compressed", no_space)
     with pytest.raises(OutputError, match="cannot save round 0 in .*: No space left on device"):
         store.commit(0, {}, SequenceSet.empty(), {})
 

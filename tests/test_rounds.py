@@ -211,7 +211,7 @@ def test_rounds_run_with_recboles_own_trainer_on_recboles_path(tiny_data_path, t
         assert all(math.isfinite(v) for p in r.protocols.values() for s in p.values() for v in s.values())
     with open(os.path.join(config["rsir_output_dir"], "config.yaml"), encoding="utf-8") as f:
         assert yaml.safe_load(f) == plain_config(config)       # the saved config is the one used
-    state = rounds.store.load(1)[2]                            # RecBole's checkpoint became weights only
+    state = rounds.store.weights(1)                            # RecBole's checkpoint became weights only
     assert set(state) == set(get_model("SASRec")(config, train_data.dataset).state_dict())
 
 
@@ -234,7 +234,7 @@ def test_previous_round_judges_and_tau_tightens(tiny_data_path):
     models = []
     for k in (0, 1):
         model = get_model("SASRec")(config, train_data.dataset)
-        model.load_state_dict(rounds.store.load(k)[2])
+        model.load_state_dict(rounds.store.weights(k))
         models.append(model)
     settings = GenerationSettings.from_config(config)
     for k, judge in ((1, None), (2, models[0])):
@@ -263,7 +263,7 @@ def test_per_user_rounds_record_the_taus_summary_instead_of_one_tau(tiny_data_pa
     rounds = RSIRRounds(config, train_data, valid_data, test_data)
     generation = rounds.run()[1].generation
     model = get_model("SASRec")(config, train_data.dataset)
-    model.load_state_dict(rounds.store.load(0)[2])
+    model.load_state_dict(rounds.store.weights(0))
     taus = generation_taus(model, rounds.real, GenerationSettings.from_config(config))
     assert "tau" not in generation and taus.max() <= 25
     assert generation["tau_mean"] == pytest.approx(float(taus.mean()))

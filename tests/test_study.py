@@ -1,6 +1,7 @@
 """The study: augmentation operators, plan, report arithmetic, and the real command on tiny data."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -400,6 +401,20 @@ def test_study_command_end_to_end(tmp_path):
     again = _study(str(tmp_path), *args)
     assert again.returncode == 0 and "0 to run" in again.stdout
     assert stamps == {p: p.stat().st_mtime_ns for p in (folder / "runs").rglob("*.json")}
+    assert not list((folder / "runs").rglob("*.rounds"))         # a finished run keeps no state
+
+    # on a machine without the work folder, runs that took weights from another run (nofid: rsir's
+    # round 0; w2s: the small model) train them again and end alike
+    shutil.rmtree(tmp_path / "work")
+    for arm in ("nofid", "w2s"):
+        (folder / "runs" / "SASRec" / arm / "seed1.json").unlink()
+    moved = _study(str(tmp_path), *args)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    timeless = lambda payload: [{k: v for k, v in r.items() if not k.endswith("seconds")}  # noqa: E731
+                                for r in payload["rounds"]]
+    for arm in ("nofid", "w2s"):
+        assert timeless(json.loads((folder / "runs" / "SASRec" / arm / "seed1.json").read_text())) == timeless(
+            runs[f"SASRec/{arm}/seed1"]), arm
 
 
 @pytest.mark.slow

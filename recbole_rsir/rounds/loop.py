@@ -23,7 +23,7 @@ from recbole_rsir import distributed
 from recbole_rsir.config import Config, plain_config
 from recbole_rsir.data.merge import training_loader, write_synthetic
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
-from recbole_rsir.errors import ConfigError
+from recbole_rsir.errors import ConfigError, CorruptFileError
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
 from recbole_rsir.generation.generator import generate
 from recbole_rsir.generation.rules import GenerationSettings
@@ -116,9 +116,16 @@ class RSIRRounds:
     # ---- the pieces of one round ------------------------------------------------------
     def new_model(self, round_index, previous=None):
         """Fresh weights for round 0 and rsir_mode scratch; the last best for finetune."""
-        if previous is not None and self.config["rsir_mode"] == "finetune":
-            return previous
+        if round_index > 0 and self.config["rsir_mode"] == "finetune":
+            return self.needed(previous, round_index - 1, f"to fine-tune in round {round_index}")
         return self.fresh_model()
+
+    def needed(self, model, k, purpose):
+        """``model`` (round k's best), which a run resumed without round k's weights lacks."""
+        if model is None:
+            raise CorruptFileError(f"{self.store.round_dir(k)} has no model.pth, which is needed {purpose}; "
+                                   f"delete {self.store.round_dir(k)} to recompute that round")
+        return model
 
     def fresh_model(self):
         """The config's model class (a user's own class too) with new weights."""
@@ -178,8 +185,9 @@ class RSIRRounds:
         if name == "previous":    # the best model of round k-2; round 1's generator is the first model
             if round_index < 2:
                 return None
+            state = self.needed(self.store.weights(round_index - 2), round_index - 2, f"to judge round {round_index}")
             model = self.fresh_model()
-            model.load_state_dict(self.store.load(round_index - 2)[2])
+            model.load_state_dict(state)
             return model
         return self.train_judge(name, round_index)
 
@@ -208,38 +216,49 @@ class RSIRRounds:
         return model
 
     def generate(self, model, round_index):
-        """Synthetic sequences for round ``round_index`` from the previous round's best model."""
-        judge, settings = self.judge(round_index), self.settings.for_round(round_index)
-        start = time.time()
-        result = generate(model, self.seeds(), settings, seed=self.config["seed"] + round_index,
-                          show_progress=self.show_progress, judge=judge)
-        seconds = time.time() - start
-        fault_point(f"generate:{round_index}")
-        self.logger.info(set_color(f"round {round_index} generation", "green") +
-                         f": {len(result.sequences)} of {result.n_slots} sequences accepted "
-                         f"({result.acceptance_rate:.1%}), mean length {result.mean_length:.2f}, "
-                         f"{seconds:.1f}s")
+        """Synthetic sequences for round ``round_index`` from the previous round's best model;
+        those an earlier try of the round saved, if any (they need no weights)."""
         name = f"{self.config['dataset']}-rsir-round{round_index}"
         path = os.path.join(self.store.output_dir, name, f"{name}.inter")
+        saved = self.store.generated(round_index)
+        if saved is not None:
+            sequences, stats, seconds = saved
+            self.logger.info(set_color(f"round {round_index} generation", "green") +
+                             f": {len(sequences)} sequences reused from {self.store.round_dir(round_index)}.tmp")
+        else:
+            model = self.needed(model, round_index - 1, f"to generate round {round_index}")
+            judge, settings = self.judge(round_index), self.settings.for_round(round_index)
+            start = time.time()
+            result = generate(model, self.seeds(), settings, seed=self.config["seed"] + round_index,
+                              show_progress=self.show_progress, judge=judge)
+            seconds = time.time() - start
+            fault_point(f"generate:{round_index}")
+            self.logger.info(set_color(f"round {round_index} generation", "green") +
+                             f": {len(result.sequences)} of {result.n_slots} sequences accepted "
+                             f"({result.acceptance_rate:.1%}), mean length {result.mean_length:.2f}, "
+                             f"{seconds:.1f}s")
+            one_tau = {} if result.taus is not None else {"tau": settings.tau}   # per_user: the tau_* summary
+            sequences, stats = result.sequences, {**result.stats(), **one_tau, "atomic_file": path}
+            self.store.save_generated(round_index, sequences, stats, seconds)
         if self.store.writer:
-            write_synthetic(path, self.train_data.dataset, result.sequences, round_index)
-        one_tau = {} if result.taus is not None else {"tau": settings.tau}   # per_user: the stats' tau_* summary
-        return result.sequences, {**result.stats(), **one_tau, "atomic_file": path}, seconds
+            write_synthetic(path, self.train_data.dataset, sequences, round_index)
+        return sequences, stats, seconds
 
     def resume(self):
-        """Reload finished rounds; return the last one's best model, or None."""
+        """Reload finished rounds; return the last one's best model, or None (none finished, or
+        its weights are not there)."""
         finished = self.store.finished()[: self.config["rsir_rounds"] + 1]
-        state = None
         for k in finished:
-            record, synthetic, state = self.store.load(k)
+            record, synthetic = self.store.load(k)
             self.synthetic = self.synthetic.concat(synthetic)
             self.results.append(RoundResult(**record))
             self.logger.info(set_color(f"round {k}", "green") + f" reused from {self.store.round_dir(k)}")
             if self.on_round_end is not None:
                 self.on_round_end(self.results[-1])
+        state = self.store.weights(finished[-1]) if finished else None
         if state is None:
             return None
-        model = self.new_model(finished[-1])
+        model = self.fresh_model()
         model.load_state_dict(state)
         return model
 

@@ -4,9 +4,14 @@
 tensors only, loaded with ``weights_only=True``), ``synthetic.npz`` (the sequences accepted in
 that round) and ``result.json``. A round is built in ``round<k>.tmp/`` and renamed into place
 only when complete, so a folder without ``.tmp`` is always whole; until then its ``model.pth``
-is the trainer's best checkpoint so far, from which a stopped round resumes. Every round
+is the trainer's best checkpoint so far, from which a stopped round resumes, and
+``generated.npz`` with ``generated.json`` keep the round's sequences once generated. Every round
 reseeds from (seed, round) and RSIRTrainer's checkpoints carry the random streams, so resuming
 gives the same results as not stopping.
+
+Weights are needed only to generate: with round k+1's sequences saved, rounds 0..k resume from
+their results and sequences alone, which is what a run moved to another machine carries
+(``model.pth`` of a finished scratch round may be missing).
 """
 import json
 import os
@@ -23,11 +28,44 @@ from recbole_rsir.errors import ConfigError, CorruptFileError, OutputError
 from recbole_rsir.schema import IGNORED_KEYS, KEYS
 
 RUN_CONFIG = "config.yaml"
+KEPT_ON_BEGIN = ("model.pth", "generated.npz", "generated.json")
+"""What an earlier try of a round leaves for the next: training's checkpoint, the generation."""
 
 
-def _unreadable(path, err):
-    return CorruptFileError(f"{path} is unreadable ({type(err).__name__}: {err}); "
-                            f"delete {os.path.dirname(path)} to recompute that round")
+def read(path, reader):
+    """``reader(path)``, or the error that says which round to recompute."""
+    try:
+        return reader(path)
+    except (OSError, ValueError, KeyError, EOFError, RuntimeError, zipfile.BadZipFile) as err:
+        raise CorruptFileError(f"{path} is unreadable ({type(err).__name__}: {err}); "
+                               f"delete {os.path.dirname(path)} to recompute that round") from None
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_json(path, payload):
+    """Written whole or not at all (tmp, fsync, rename)."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def save_sequences(path, sequences):
+    """A SequenceSet as a compressed npz, written whole or not at all."""
+    with open(path + ".tmp", "wb") as f:
+        np.savez_compressed(f, items=sequences.items, offsets=sequences.offsets,
+                            timestamps=sequences.timestamps, users=sequences.users)
+    os.replace(path + ".tmp", path)
+
+
+def load_sequences(path):
+    with np.load(path, allow_pickle=False) as data:
+        return SequenceSet(data["items"], data["offsets"], data["timestamps"], data["users"])
 
 
 class RoundStore:
@@ -50,7 +88,7 @@ class RoundStore:
             return tmp
         os.makedirs(tmp, exist_ok=True)
         for name in os.listdir(tmp):
-            if name != "model.pth":
+            if name not in KEPT_ON_BEGIN:
                 path = os.path.join(tmp, name)
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         return tmp
@@ -72,12 +110,11 @@ class RoundStore:
         try:
             torch.save({"state_dict": state_dict}, os.path.join(tmp, "weights.pth"))
             os.replace(os.path.join(tmp, "weights.pth"), os.path.join(tmp, "model.pth"))
-            np.savez(os.path.join(tmp, "synthetic.npz"), items=synthetic.items, offsets=synthetic.offsets,
-                     timestamps=synthetic.timestamps, users=synthetic.users)
-            with open(os.path.join(tmp, "result.json"), "w", encoding="utf-8") as f:
-                json.dump(result, f, indent=2)
-                f.flush()
-                os.fsync(f.fileno())
+            save_sequences(os.path.join(tmp, "synthetic.npz"), synthetic)
+            save_json(os.path.join(tmp, "result.json"), result)
+            for name in KEPT_ON_BEGIN[1:]:
+                if os.path.isfile(os.path.join(tmp, name)):
+                    os.remove(os.path.join(tmp, name))
             os.replace(tmp, self.round_dir(k))
         except OSError as err:
             raise OutputError(f"cannot save round {k} in {self.output_dir}: {err.strerror or err}") from None
@@ -90,21 +127,36 @@ class RoundStore:
         return list(range(k))
 
     def load(self, k):
-        """``(result dict, synthetic SequenceSet, state_dict)`` of finished round k."""
+        """``(result dict, synthetic SequenceSet)`` of finished round k."""
         folder = self.round_dir(k)
-        path = os.path.join(folder, "result.json")
+        return (read(os.path.join(folder, "result.json"), _read_json),
+                read(os.path.join(folder, "synthetic.npz"), load_sequences))
+
+    def weights(self, k):
+        """The best weights of finished round k; None if its folder came without them."""
+        path = os.path.join(self.round_dir(k), "model.pth")
+        if not os.path.isfile(path):
+            return None
+        return read(path, lambda p: torch.load(p, map_location="cpu", weights_only=True)["state_dict"])
+
+    def save_generated(self, k, sequences, stats, seconds):
+        """Round k's generated sequences, kept until the round is finished."""
+        if not self.writer:
+            return
+        tmp = self.round_dir(k) + ".tmp"
         try:
-            with open(path, encoding="utf-8") as f:
-                result = json.load(f)
-            path = os.path.join(folder, "synthetic.npz")
-            with np.load(path, allow_pickle=False) as data:
-                synthetic = SequenceSet(data["items"], data["offsets"], data["timestamps"], data["users"])
-            path = os.path.join(folder, "model.pth")
-            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        except (OSError, ValueError, KeyError, EOFError, RuntimeError, zipfile.BadZipFile,
-                json.JSONDecodeError) as err:
-            raise _unreadable(path, err) from None
-        return result, synthetic, state
+            save_sequences(os.path.join(tmp, "generated.npz"), sequences)
+            save_json(os.path.join(tmp, "generated.json"), {"stats": stats, "seconds": seconds})
+        except OSError as err:
+            raise OutputError(f"cannot save round {k}'s sequences in {self.output_dir}: {err.strerror or err}") from None
+
+    def generated(self, k):
+        """``(sequences, stats, seconds)`` an earlier try of round k generated, or None."""
+        tmp = self.round_dir(k) + ".tmp"
+        if not os.path.isfile(os.path.join(tmp, "generated.json")):   # written last
+            return None
+        record = read(os.path.join(tmp, "generated.json"), _read_json)
+        return read(os.path.join(tmp, "generated.npz"), load_sequences), record["stats"], record["seconds"]
 
     # ---- the run's config ------------------------------------------------------------
     def check_config(self, plain, overwrite):

@@ -76,6 +76,11 @@ class Run:
     def as_dict(self):
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, saved):
+        """The run ``as_dict`` gave (JSON turned its tuples into lists)."""
+        return cls(**{**saved, "config_files": tuple(saved["config_files"]), "needs": tuple(saved["needs"])})
+
 
 def _arm_runs(dataset, model, seed, rounds, arm, first_seed, files, strong=False):
     def run(name, config_files=(), **kw):

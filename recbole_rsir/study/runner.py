@@ -12,6 +12,7 @@ may run side by side (one job each uses two cores best): a run one of them is ru
 claimed in its work folder, and the other leaves it alone.
 """
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ import time
 
 from recbole_rsir.data.bundled import BUNDLED
 from recbole_rsir.errors import InputError
-from recbole_rsir.study.plan import ARMS, DEFAULT_ARMS, OPERATOR_ARMS, plan
+from recbole_rsir.study.plan import ARMS, DEFAULT_ARMS, OPERATOR_ARMS, Run, plan
 from recbole_rsir.study.report import build_report
 from recbole_rsir.study.worker import publish_progress, result_path, run_dir
 from recbole_rsir.utils import get_model
@@ -96,20 +97,20 @@ def _family(run):
     return "w2s-small" if run.arm == "w2s-small" else "default"
 
 
-def measured_seconds(out, runs):
-    """Mean seconds of a round 0 and of a later round, per (dataset, model, family), from the
-    finished runs' results files."""
+def measured_seconds(out, datasets):
+    """Mean seconds of a round 0 and of a later round, per (dataset, model, family), from every
+    finished run's results file of ``datasets`` (other seeds and arms than the plan's count too)."""
     samples = {}
-    for run in runs:
-        if not done(out, run):
-            continue
-        with open(result_path(out, run), encoding="utf-8") as f:
-            rounds = json.load(f)["rounds"]
-        for r in rounds:
-            if run.round0_from and r["round"] < run.shared_rounds:
-                continue
-            key = (run.dataset, run.model, _family(run), r["round"] > 0)
-            samples.setdefault(key, []).append(r["train_seconds"] + r["generate_seconds"])
+    for dataset in datasets:
+        for path in sorted(glob.glob(os.path.join(out, dataset, "runs", "*", "*", "seed*[0-9].json"))):
+            with open(path, encoding="utf-8") as f:
+                payload = json.load(f)
+            run = Run.from_dict(payload["run"])
+            for r in payload["rounds"]:
+                if run.round0_from and r["round"] < run.shared_rounds:
+                    continue
+                key = (run.dataset, run.model, _family(run), r["round"] > 0)
+                samples.setdefault(key, []).append(r["train_seconds"] + r["generate_seconds"])
     return {k: sum(v) / len(v) for k, v in samples.items()}
 
 
@@ -124,7 +125,7 @@ def estimate(run, seconds):
 
 
 def print_plan(runs, out, jobs):
-    seconds = measured_seconds(out, runs)
+    seconds = measured_seconds(out, sorted({r.dataset for r in runs}))
     pending = [r for r in runs if not done(out, r)]
     known = [estimate(r, seconds) for r in pending]
     print(f"study plan: {len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} to run")

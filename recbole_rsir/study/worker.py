@@ -2,8 +2,12 @@
 
 The run's RSIR output folder (weights, saved rounds) lives under the study's work folder, so
 a stopped run resumes from its rounds; what the study keeps (metrics, statistics, config,
-seconds) is written to the results folder when the run is complete; until then the runner
-publishes the rounds finished so far beside it, as ``seed<N>.partial.json``.
+seconds) is written to the results folder when the run is complete. Until then the runner
+publishes beside it the rounds finished so far, as ``seed<N>.partial.json`` for the report, and
+the run's state without weights, as ``seed<N>.rounds/``: each finished round's result and
+sequences and the sequences generated for the round in progress. A machine that has lost the
+work folder restores that state and goes on training the round in progress (rounds need
+weights only to generate), so a run longer than one sitting still ends.
 """
 import json
 import os
@@ -17,6 +21,7 @@ from recbole_rsir.data.sequences import training_sequences
 from recbole_rsir.generation.generator import generate
 from recbole_rsir.generation.rules import GenerationSettings
 from recbole_rsir.quick_start import build_config, run_rsir
+from recbole_rsir.rounds.store import RUN_CONFIG, RoundStore
 from recbole_rsir.study.augment import augment
 from recbole_rsir.study.plan import SMALL_MODEL, Run
 from recbole_rsir.utils import get_model
@@ -37,6 +42,11 @@ def partial_path(out, run):
     return result_path(out, run)[:-len(".json")] + ".partial.json"
 
 
+def state_path(out, run):
+    """The run's rounds without weights, published while it is still going."""
+    return result_path(out, run)[:-len(".json")] + ".rounds"
+
+
 def config_dict(run, work, threads):
     return {**run.overrides, "seed": run.seed, "rsir_rounds": run.rounds, "torch_threads": threads,
             "rsir_output_dir": run_dir(work, run), "show_progress": False}
@@ -48,6 +58,8 @@ def share_rounds(run, work):
     for k in range(run.shared_rounds):
         source = os.path.join(run_dir(work, run, run.round0_from), "rounds", f"round{k}")
         target = os.path.join(run_dir(work, run), "rounds", f"round{k}")
+        if not os.path.isfile(os.path.join(source, "model.pth")):     # not on this machine: computed again
+            return
         if not os.path.isdir(target):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.rmtree(target + ".copy", ignore_errors=True)
@@ -75,6 +87,9 @@ def extra_builder(run, out, work, threads, stats):
                                     config_dict=config_dict(small, work, threads))
         model = get_model(run.model)(small_config, train_data.dataset).to(config["device"])
         weights = os.path.join(run_dir(work, small), "rounds", "round0", "model.pth")
+        if not os.path.isfile(weights):       # finished on another machine: trained again, alike
+            run_rsir(run.model, run.dataset, config_file_list=list(run.config_files) or None,
+                     config_dict=config_dict(small, work, threads))
         model.load_state_dict(torch.load(weights, map_location=config["device"], weights_only=True)["state_dict"])
         result = generate(model, real, GenerationSettings.from_config(config), seed=config["seed"] + 1)
         stats.update(kind="w2s", **result.stats())
@@ -92,30 +107,117 @@ def write_json(path, payload):
 
 
 def publish_progress(out, work, run):
-    """Copy the rounds a pending run has finished into its partial results file (a finished run:
-    remove it); True if the results folder changed."""
+    """Copy the rounds a pending run has finished into its partial results file and its state
+    (a finished run: remove both); True if the results folder changed."""
     target = partial_path(out, run)
     if os.path.isfile(result_path(out, run)):
-        if not os.path.isfile(target):
-            return False
-        os.remove(target)
-        return True
+        stale = [p for p in (target, state_path(out, run)) if os.path.exists(p)]
+        for path in stale:
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        return bool(stale)
+    changed = not needs_weights(run) and publish_state(run_dir(work, run), state_path(out, run))
     source = os.path.join(run_dir(work, run), "rsir_results.json")
     if not os.path.isfile(source):
-        return False
+        return changed
     with open(source, encoding="utf-8") as f:
         payload = json.load(f)
     if os.path.isfile(target):
         with open(target, encoding="utf-8") as f:
             if len(json.load(f)["rounds"]) >= len(payload["rounds"]):
-                return False
+                return changed
     write_json(target, {**payload, "run": run.as_dict(), "complete": False})
     return True
+
+
+FINISHED = ("result.json", "synthetic.npz")
+GENERATED = ("generated.npz", "generated.json")
+"""A finished round's files in the state, and the round in progress's (in ``round<k>.tmp/``,
+as in the RoundStore)."""
+
+
+def _copy(source, target):
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(source, target + ".copy")
+    os.replace(target + ".copy", target)
+
+
+def publish_state(output_dir, state):
+    """Mirror the weightless part of a run's RSIR output folder into ``state``: its config, the
+    finished rounds (written once) and the round in progress's generated sequences, which leave
+    the state when their round is finished (its ``synthetic.npz`` holds them). True if
+    ``state`` changed."""
+    rounds, changed, k = os.path.join(output_dir, "rounds"), False, 0
+    while os.path.isfile(os.path.join(rounds, f"round{k}", "result.json")):
+        done_there = os.path.join(state, f"round{k}")
+        if not os.path.isfile(os.path.join(done_there, FINISHED[0])):
+            if k == 0:
+                _copy(os.path.join(output_dir, RUN_CONFIG), os.path.join(state, RUN_CONFIG))
+            for name in FINISHED[::-1]:                        # result.json last: the round is whole
+                _copy(os.path.join(rounds, f"round{k}", name), os.path.join(done_there, name))
+            changed = True
+        if os.path.isdir(done_there + ".tmp"):
+            shutil.rmtree(done_there + ".tmp")
+            changed = True
+        k += 1
+    pending = os.path.join(rounds, f"round{k}.tmp")
+    if os.path.isfile(os.path.join(pending, GENERATED[1])) and not os.path.isfile(
+            os.path.join(state, f"round{k}.tmp", GENERATED[1])):
+        for name in GENERATED:                                # generated.json last, as the store writes it
+            _copy(os.path.join(pending, name), os.path.join(state, f"round{k}.tmp", name))
+        changed = True
+    return changed
+
+
+def restore_state(state, output_dir):
+    """Give a run's RSIR output folder that holds less than its published ``state`` the state's
+    rounds, as far as they go on without weights: finished rounds 0..j-1 and round j's sequences,
+    where j is the round in progress (its generation published), or else the last finished round
+    (trained again from its own sequences, which reproduces it). Returns the rounds restored."""
+    rounds = os.path.join(output_dir, "rounds")
+    finished = 0
+    while os.path.isfile(os.path.join(state, f"round{finished}", FINISHED[0])):
+        finished += 1
+    if os.path.isfile(os.path.join(state, f"round{finished}.tmp", GENERATED[1])):
+        keep, pending = finished, os.path.join(state, f"round{finished}.tmp")
+    elif finished > 1:
+        keep, pending = finished - 1, None
+    else:
+        return []
+    target = os.path.join(rounds, f"round{keep}.tmp")
+    here = len(RoundStore(output_dir).finished())
+    if here > keep or os.path.isfile(os.path.join(target, GENERATED[1])):
+        return []                                             # this machine is as far or further
+    _copy(os.path.join(state, RUN_CONFIG), os.path.join(output_dir, RUN_CONFIG))
+    for k in range(here, keep):
+        shutil.rmtree(os.path.join(rounds, f"round{k}.tmp"), ignore_errors=True)
+        shutil.copytree(os.path.join(state, f"round{k}"), os.path.join(rounds, f"round{k}.copy"), dirs_exist_ok=True)
+        os.replace(os.path.join(rounds, f"round{k}.copy"), os.path.join(rounds, f"round{k}"))
+    if pending:
+        for name in GENERATED:
+            _copy(os.path.join(pending, name), os.path.join(target, name))
+    else:
+        done_there = os.path.join(state, f"round{keep}")
+        with open(os.path.join(done_there, FINISHED[0]), encoding="utf-8") as f:
+            record = json.load(f)
+        _copy(os.path.join(done_there, FINISHED[1]), os.path.join(target, GENERATED[0]))
+        write_json(os.path.join(target, GENERATED[1]),
+                   {"stats": record["generation"], "seconds": record["generate_seconds"]})
+    return list(range(here, keep + 1))
+
+
+def needs_weights(run):
+    """Fine-tuning and the previous-round judge use earlier rounds' weights after generating."""
+    overrides = run.overrides
+    return overrides.get("rsir_mode") == "finetune" or overrides.get("rsir_judge_model") == "previous"
 
 
 def execute(run, out, work, threads=1):
     """Run ``run`` to the end (resuming what its folder holds) and write its results file."""
     start = time.time()
+    if not needs_weights(run):
+        restored = restore_state(state_path(out, run), run_dir(work, run))
+        if restored:
+            print(f"{run.name}: rounds {restored} restored from {state_path(out, run)}", flush=True)
     if run.round0_from:
         share_rounds(run, work)
     extra_stats = {}
@@ -131,8 +233,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     with open(argv[0], encoding="utf-8") as f:
         spec = json.load(f)
-    run = Run(**{**spec["run"], "config_files": tuple(spec["run"]["config_files"]),
-                 "needs": tuple(spec["run"]["needs"])})
+    run = Run.from_dict(spec["run"])
     execute(run, spec["out"], spec["work"], spec["threads"])
     return 0
 
