@@ -14,7 +14,7 @@ from scipy import stats
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
-from recbole_rsir.study import runner
+from recbole_rsir.study import runner, worker
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
 from recbole_rsir.study.history import history_share
 from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, plan
@@ -303,9 +303,9 @@ def test_a_run_claimed_by_another_live_study_process_is_left_to_it(tmp_path):
     folder = tmp_path / "work" / "tiny" / "SASRec" / "rsir" / "seed1"
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        assert runner.claim(str(folder)) and (folder / runner.CLAIM).read_text() == str(os.getpid())
-        (folder / runner.CLAIM).write_text(str(holder.pid))
-        assert not runner.claim(str(folder))                       # a live holder keeps it
+        assert worker.claim(str(folder)) and (folder / worker.CLAIM).read_text() == str(os.getpid())
+        (folder / worker.CLAIM).write_text(str(holder.pid))
+        assert not worker.claim(str(folder))                       # a live holder keeps it
         tiny_study_data(tmp_path, "epochs: 1\n")
         done = _study(str(tmp_path), "--dataset=tiny", "--seeds=1", "--rounds=1", "--arms=rsir,nofid",
                       "--config_files=tiny.yaml", "--out=out", "--work=work", "--jobs=1")
@@ -315,9 +315,9 @@ def test_a_run_claimed_by_another_live_study_process_is_left_to_it(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    assert runner.claim(str(folder)) and (folder / runner.CLAIM).read_text() == str(os.getpid())  # dead: taken
-    runner.release(str(folder))
-    assert not (folder / runner.CLAIM).exists()
+    assert worker.claim(str(folder)) and (folder / worker.CLAIM).read_text() == str(os.getpid())  # dead: taken
+    worker.release(str(folder))
+    assert not (folder / worker.CLAIM).exists()
 
 
 def tiny_study_data(tmp_path, keys):

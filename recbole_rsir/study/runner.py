@@ -23,7 +23,7 @@ from recbole_rsir.data.bundled import BUNDLED
 from recbole_rsir.errors import InputError
 from recbole_rsir.study.plan import ARMS, DEFAULT_ARMS, OPERATOR_ARMS, Run, plan
 from recbole_rsir.study.report import build_report
-from recbole_rsir.study.worker import publish_progress, result_path, run_dir
+from recbole_rsir.study.worker import claim, publish_progress, release, result_path, run_dir
 from recbole_rsir.utils import get_model
 
 
@@ -143,48 +143,6 @@ def _sibling(run, arm):
 
 
 # ---- running ---------------------------------------------------------------------------
-
-CLAIM = "claimed.pid"
-"""In a run's work folder while a study process runs it: that process's pid."""
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def claim(folder):
-    """Take the run in ``folder`` for this process: False while another live study process holds it
-    (two study commands started side by side may plan the same run); a dead holder's claim is taken."""
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, CLAIM)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            with open(path, encoding="utf-8") as f:
-                holder = int(f.read().strip() or 0)
-        except (OSError, ValueError):
-            holder = 0
-        if holder and holder != os.getpid() and _alive(holder):
-            return False
-        os.remove(path)
-        return claim(folder)
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    return True
-
-
-def release(folder):
-    path = os.path.join(folder, CLAIM)
-    if os.path.isfile(path):
-        os.remove(path)
-
 
 def launch(run, args):
     folder = run_dir(args.work, run)

@@ -52,14 +52,83 @@ def config_dict(run, work, threads):
             "rsir_output_dir": run_dir(work, run), "show_progress": False}
 
 
-def share_rounds(run, work):
+CLAIM = "claimed.pid"
+"""In a run's work folder while a study process runs it: that process's pid."""
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(folder):
+    """Take the run in ``folder`` for this process: False while another live study process holds it
+    (two study commands started side by side may plan the same run); a dead holder's claim is taken."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, CLAIM)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            with open(path, encoding="utf-8") as f:
+                holder = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            holder = 0
+        if holder and holder != os.getpid() and _alive(holder):
+            return False
+        os.remove(path)
+        return claim(folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
+def release(folder):
+    path = os.path.join(folder, CLAIM)
+    if os.path.isfile(path):
+        os.remove(path)
+
+
+
+def ensure_weights(source, n_rounds, out, work, threads):
+    """Rounds 0..n_rounds-1 of the finished run ``source``, weights included, in its work folder:
+    computed again (one process at a time) where this machine lacks them, which must reproduce
+    its published results; a mismatch is reported, not hidden."""
+    folder = run_dir(work, source)
+    weights = lambda: [os.path.join(folder, "rounds", f"round{k}", "model.pth") for k in range(n_rounds)]  # noqa: E731
+    if all(os.path.isfile(p) for p in weights()):
+        return
+    while not claim(folder):                  # another run is computing them
+        time.sleep(10)
+    try:
+        if not all(os.path.isfile(p) for p in weights()):
+            print(f"{source.name}: rounds {list(range(n_rounds))} computed again (their weights are not on "
+                  f"this machine)", flush=True)
+            again = run_rsir(source.model, source.dataset, config_file_list=list(source.config_files) or None,
+                             config_dict={**config_dict(source, work, threads), "rsir_rounds": n_rounds - 1})
+            with open(result_path(out, source), encoding="utf-8") as f:
+                published = json.load(f)["rounds"][:n_rounds]
+            same = [r["protocols"] for r in again["rounds"]] == [r["protocols"] for r in published]
+            print(f"{source.name}: the rounds computed again {'match' if same else 'DIFFER FROM'} its "
+                  f"published results", flush=True)
+    finally:
+        release(folder)
+
+
+def share_rounds(run, out, work, threads):
     """Start the run from the first ``run.shared_rounds`` rounds of ``run.round0_from`` (the same
     settings up to there, so the same models and data)."""
+    with open(result_path(out, run, run.round0_from), encoding="utf-8") as f:
+        source = Run.from_dict(json.load(f)["run"])
+    ensure_weights(source, run.shared_rounds, out, work, threads)
     for k in range(run.shared_rounds):
         source = os.path.join(run_dir(work, run, run.round0_from), "rounds", f"round{k}")
         target = os.path.join(run_dir(work, run), "rounds", f"round{k}")
-        if not os.path.isfile(os.path.join(source, "model.pth")):     # not on this machine: computed again
-            return
         if not os.path.isdir(target):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.rmtree(target + ".copy", ignore_errors=True)
@@ -86,10 +155,8 @@ def extra_builder(run, out, work, threads, stats):
         small_config = build_config(run.model, run.dataset, config_file_list=list(run.config_files) or None,
                                     config_dict=config_dict(small, work, threads))
         model = get_model(run.model)(small_config, train_data.dataset).to(config["device"])
+        ensure_weights(small, 1, out, work, threads)
         weights = os.path.join(run_dir(work, small), "rounds", "round0", "model.pth")
-        if not os.path.isfile(weights):       # finished on another machine: trained again, alike
-            run_rsir(run.model, run.dataset, config_file_list=list(run.config_files) or None,
-                     config_dict=config_dict(small, work, threads))
         model.load_state_dict(torch.load(weights, map_location=config["device"], weights_only=True)["state_dict"])
         result = generate(model, real, GenerationSettings.from_config(config), seed=config["seed"] + 1)
         stats.update(kind="w2s", **result.stats())
@@ -219,7 +286,7 @@ def execute(run, out, work, threads=1):
         if restored:
             print(f"{run.name}: rounds {restored} restored from {state_path(out, run)}", flush=True)
     if run.round0_from:
-        share_rounds(run, work)
+        share_rounds(run, out, work, threads)
     extra_stats = {}
     payload = run_rsir(run.model, run.dataset, config_file_list=list(run.config_files) or None,
                        config_dict=config_dict(run, work, threads),
