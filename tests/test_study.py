@@ -16,6 +16,7 @@ from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequ
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
 from recbole_rsir.study import runner, worker
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
+from recbole_rsir.study.claims import verdict
 from recbole_rsir.study.history import history_share
 from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, plan
 from recbole_rsir.study.report import build_report
@@ -201,6 +202,52 @@ def test_report_means_changes_and_paired_test(tmp_path):
     assert "variants.png" not in text and not (tmp_path / "plots" / "SASRec-variants.png").exists()
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["runs"]) == 6 and results["missing"] == missing
+
+
+@pytest.mark.parametrize("claimed, change, p, n, expected", [
+    (0.08, 0.05, 0.01, 3, "reproduces (p 0.010)"),
+    (0.08, 0.03, 0.20, 3, "same direction, smaller (p 0.200, not significant)"),
+    (0.08, -0.01, None, 1, "does not reproduce (1 seed, untested)"),
+    (-0.56, -0.30, 0.04, 2, "reproduces (p 0.040)"),
+    (-0.56, 0.07, 0.30, 3, "does not reproduce (p 0.300, not significant)"),
+    (0.08, None, None, 0, "not measured yet"),
+])
+def test_claim_verdicts(claimed, change, p, n, expected):
+    assert verdict(claimed, change, p, n) == expected
+
+
+def test_report_sets_the_papers_claims_beside_the_studys_numbers(tmp_path):
+    """Sports claims: RSIR rounds 1 and 3 and no fidelity round 3, each from the seeds' runs."""
+    base = {2020: (0.040, 0.044), 2021: (0.042, 0.046)}
+    rsir = {2020: (0.043, 0.047), 2021: (0.044, 0.050)}
+    nofid = {2020: (0.041, 0.043)}
+    for arm, cells in (("rsir", rsir), ("nofid", nofid)):
+        for seed, recall in cells.items():
+            payload = _fake_payload("SASRec", arm, seed, base[seed])
+            for k in (1, 2, 3):
+                r = json.loads(json.dumps(payload["rounds"][0]))
+                r.update(round=k)
+                for name, value in zip(("recbole", "exclude_history"), recall):
+                    r["protocols"][name]["test"]["recall@10"] = value
+                payload["rounds"].append(r)
+            path = tmp_path / "runs" / "SASRec" / arm / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(payload))
+    build_report(str(tmp_path), "amazon-sports-outdoors", plan(["amazon-sports-outdoors"], ["SASRec"], [2020], 3,
+                                                               ["nofid"]))
+    text = (tmp_path / "report.md").read_text()
+    b, r = (np.array([cells[s][1] for s in sorted(cells)]) for cells in (base, rsir))
+    change = r.mean() / b.mean() - 1
+    p = stats.ttest_rel(r, b).pvalue
+    for k, claimed in ((1, 0.0512 / 0.0474 - 1), (3, 0.0528 / 0.0474 - 1)):
+        assert (f"| {b.mean():.4f} → {r.mean():.4f} ({change:+.1%}, 2 seeds, p {p:.3f}) | "
+                f"{np.mean([rsir[s][0] for s in rsir]) / np.mean([base[s][0] for s in base]) - 1:+.1%} | "
+                f"{verdict(claimed, change, p, 2)} |") in text
+    collapse = nofid[2020][1] / b.mean() - 1           # the base's mean counts both seeds, the test one pair
+    assert (f"| 0.0474 → 0.0210 (-55.7%) | {b.mean():.4f} → {nofid[2020][1]:.4f} ({collapse:+.1%}, 1 seed) | "
+            f"{nofid[2020][0] / np.mean([base[s][0] for s in base]) - 1:+.1%} | "
+            "same direction, smaller (1 seed, untested) |") in text
+    assert "| a weaker generator still helps (weak-to-strong) | +1.95% | – | – | not measured yet |" in text
 
 
 @pytest.mark.parametrize("base, prefix, label", [("rsir", "", "RSIR"), ("strong", "strong-", "strong + RSIR")])
