@@ -20,6 +20,7 @@ from recbole_rsir.study.claims import verdict
 from recbole_rsir.study.history import history_share
 from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, plan
 from recbole_rsir.study.report import build_report
+from recbole_rsir.study.summary import summary_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_ITEMS = 31
@@ -204,6 +205,26 @@ def test_report_means_changes_and_paired_test(tmp_path):
     assert len(results["runs"]) == 6 and results["missing"] == missing
 
 
+def test_summary_table_takes_means_changes_and_the_best_augmentation_per_column(tmp_path):
+    base = {2020: (0.10, 0.20), 2021: (0.12, 0.22), 2022: (0.11, 0.25)}
+    crop = {2020: (0.13, 0.21), 2021: (0.12, 0.24), 2022: (0.16, 0.26)}
+    mask = {2020: (0.09, 0.30)}
+    for arm, cells in (("rsir", base), ("aug-crop", crop), ("aug-mask", mask)):
+        for seed, recall in cells.items():
+            path = tmp_path / "amazon-beauty" / "runs" / "SASRec" / arm / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(_fake_payload("SASRec", arm, seed, recall)))
+    lines = summary_table(str(tmp_path))
+    assert len(lines) == 4                                   # header, rule, base, best augmentation
+    b = [np.mean([v[i] for v in base.values()]) for i in (0, 1)]
+    c = np.array([crop[s][0] for s in sorted(crop)])
+    p = stats.ttest_rel(c, np.array([base[s][0] for s in sorted(base)])).pvalue
+    assert lines[2] == f"| SASRec base (package defaults) | 3 / – | {b[0]:.4f} | {b[1]:.4f} | – | – |"
+    assert lines[3] == (f"| SASRec + best of five augmentations | 3,1 / – | crop: {c.mean():.4f} "
+                        f"({c.mean() / b[0] - 1:+.1%}{'†' if p < 0.05 else ''}) | mask: {mask[2020][1]:.4f} "
+                        f"({mask[2020][1] / b[1] - 1:+.1%}) | – | – |")
+
+
 @pytest.mark.parametrize("claimed, change, p, n, expected", [
     (0.08, 0.05, 0.01, 3, "reproduces (p 0.010)"),
     (0.08, 0.03, 0.20, 3, "same direction, smaller (p 0.200, not significant)"),
@@ -373,6 +394,22 @@ def tiny_study_data(tmp_path, keys):
     (tmp_path / "tiny.yaml").write_text(
         keys + "rsir_m: 2\ntrain_batch_size: 16\nhidden_size: 16\ninner_size: 32\nn_layers: 1\n"
         "MAX_ITEM_LIST_LENGTH: 10\nuser_inter_num_interval: '[0,inf)'\nitem_inter_num_interval: '[0,inf)'\n")
+
+
+def test_commit_takes_the_dataset_folder_and_the_summary_only(tmp_path):
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], capture_output=True, text=True,  # noqa: E731
+                                    check=True).stdout
+    git("init", "-q")
+    git("config", "user.email", "t@t")
+    git("config", "user.name", "t")
+    (tmp_path / "out" / "d" / "runs").mkdir(parents=True)
+    (tmp_path / "out" / "d" / "runs" / "seed1.json").write_text("{}")
+    (tmp_path / "out" / "summary.md").write_text("table")
+    (tmp_path / "elsewhere.txt").write_text("not the study's")
+    assert runner.commit(str(tmp_path / "out"), "d", "study: d")
+    assert sorted(git("show", "--name-only", "--format=", "HEAD").split()) == ["out/d/runs/seed1.json",
+                                                                                "out/summary.md"]
+    assert git("status", "--porcelain").strip() == "?? elsewhere.txt"
 
 
 def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):
