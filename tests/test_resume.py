@@ -10,6 +10,7 @@ import torch
 from conftest import build_tiny, make_rows
 from test_rounds import SMALL, run_cli
 
+from recbole_rsir import cli
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.merge import training_loader
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
@@ -69,11 +70,30 @@ def test_killed_run_resumes_to_the_same_results(tiny_data_path, fault, monkeypat
     assert _outcome(cut) == whole_run
 
 
-def _kill_in_round2_training(data_path, out, monkeypatch):
-    monkeypatch.setenv(FAULT_ENV, "train:2:0")
-    assert run_cli(_args(data_path, out, "--rsir_rounds=2"), data_path).returncode == -signal.SIGKILL
-    monkeypatch.delenv(FAULT_ENV)
+@pytest.fixture(scope="module")
+def killed_in_round2(tmp_path_factory):
+    """``(data path, run folder)`` of the run SIGKILLed in round 2's first epoch: rounds 0-1 finished,
+    round 2's generation saved. Tests copy the folder."""
+    data_path = str(tmp_path_factory.mktemp("killed"))
+    write_atomic(make_rows(), os.path.join(data_path, "tiny", "tiny.inter"))
+    out = os.path.join(data_path, "run")
+    killed = run_cli(_args(data_path, out, "--rsir_rounds=2"), data_path, env={FAULT_ENV: "train:2:0"})
+    assert killed.returncode == -signal.SIGKILL
     assert RoundStore(out).finished() == [0, 1] and RoundStore(out).generated(2) is not None
+    return data_path, out
+
+
+def _copy_of(killed_in_round2, name):
+    data_path, out = killed_in_round2
+    target = os.path.join(data_path, name)
+    shutil.copytree(out, target)
+    return data_path, target
+
+
+def _resume(data_path, out, monkeypatch, rounds=2):
+    """The command's own main in this process, as the resumed command would run."""
+    monkeypatch.chdir(data_path)
+    return cli.main(_args(data_path, out, f"--rsir_rounds={rounds}"))
 
 
 def _weights(out):
@@ -81,52 +101,47 @@ def _weights(out):
 
 
 @pytest.mark.slow
-def test_a_run_without_its_weights_goes_on_from_its_saved_generation(tiny_data_path, monkeypatch, whole_run):
+def test_a_run_without_its_weights_goes_on_from_its_saved_generation(killed_in_round2, monkeypatch, capsys,
+                                                                     whole_run):
     """Weights are needed only to generate: with round 2's sequences saved, a run whose weights
     are all gone (moved to another machine) trains round 2 to the uninterrupted run's results;
-    with round 2's sequences gone too, it stops naming the missing weights."""
-    cut = os.path.join(tiny_data_path, "cut")
-    _kill_in_round2_training(tiny_data_path, cut, monkeypatch)
+    round 3, which must generate from round 2's weights, stops naming them when they are gone."""
+    data_path, cut = _copy_of(killed_in_round2, "no-weights")
     weights = _weights(cut)
     assert len(weights) == 3                            # rounds 0 and 1, round 2's checkpoint
     for path in weights:
         os.remove(path)
-    resumed = run_cli(_args(tiny_data_path, cut, "--rsir_rounds=2"), tiny_data_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _resume(data_path, cut, monkeypatch) == 0
     assert _outcome(cut) == whole_run and not os.path.exists(os.path.join(cut, "rounds", "round1", "model.pth"))
-
-    more = run_cli(_args(tiny_data_path, cut, "--rsir_rounds=3"), tiny_data_path)   # round 3 must generate
-    assert more.returncode == 0, more.stderr[-2000:]              # from round 2's weights, which are here
-    os.remove(os.path.join(cut, "rounds", "round3", "model.pth"))
-    os.remove(os.path.join(cut, "rounds", "round2", "model.pth"))
-    shutil.rmtree(os.path.join(cut, "rounds", "round3"))
-    stopped = run_cli(_args(tiny_data_path, cut, "--rsir_rounds=3"), tiny_data_path)
     round2 = os.path.join(cut, "rounds", "round2")
-    assert stopped.returncode == 2 and stopped.stderr.strip().count("\n") == 0
-    assert f"{round2} has no model.pth, which is needed to generate round 3; delete {round2}" in stopped.stderr
+    os.remove(os.path.join(round2, "model.pth"))
+    capsys.readouterr()
+    assert _resume(data_path, cut, monkeypatch, rounds=3) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0
+    assert f"{round2} has no model.pth, which is needed to generate round 3; delete {round2}" in err
+    assert RoundStore(cut).finished() == [0, 1, 2]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pending", [True, False])
-def test_a_published_state_restores_on_another_machine_to_the_same_results(tiny_data_path, monkeypatch,
+def test_a_published_state_restores_on_another_machine_to_the_same_results(killed_in_round2, monkeypatch,
                                                                            whole_run, pending):
     """The study publishes a run's rounds without weights (worker.publish_state); a machine with
     none of the run's files restores them and ends where the uninterrupted run ends. Without the
     round in progress's generation, round 1 is trained again from its own sequences."""
-    cut, moved = os.path.join(tiny_data_path, "cut"), os.path.join(tiny_data_path, "moved")
-    _kill_in_round2_training(tiny_data_path, cut, monkeypatch)
-    state = os.path.join(tiny_data_path, "published", "seed1.rounds")
+    data_path, cut = _copy_of(killed_in_round2, f"cut-{pending}")
+    state, moved = os.path.join(data_path, f"published-{pending}"), os.path.join(data_path, f"moved-{pending}")
     assert publish_state(cut, state) and not publish_state(cut, state)     # published once
     assert sorted(os.listdir(state)) == ["config.yaml", "round0", "round1", "round2.tmp"]
-    assert not [f for f in _weights(state)]
+    assert not _weights(state)
     if not pending:
         shutil.rmtree(os.path.join(state, "round2.tmp"))
     os.makedirs(moved)
     assert restore_state(state, moved) == ([0, 1, 2] if pending else [0, 1])
     assert restore_state(state, moved) == []                  # the folder now holds as much
     assert RoundStore(moved).finished() == ([0, 1] if pending else [0]) and not _weights(moved)
-    resumed = run_cli(_args(tiny_data_path, moved, "--rsir_rounds=2"), tiny_data_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _resume(data_path, moved, monkeypatch) == 0
     assert _outcome(moved) == whole_run
     assert publish_state(moved, state) and sorted(os.listdir(state)) == ["config.yaml", "round0", "round1",
                                                                           "round2"]

@@ -29,9 +29,9 @@ SMALL = ["--epochs=2", "--hidden_size=16", "--inner_size=32", "--n_layers=1", "-
          "--MAX_ITEM_LIST_LENGTH=20", "--state=WARNING", "--show_progress=False", "--rsir_tau=10"]
 
 
-def run_cli(args, cwd):
+def run_cli(args, cwd, env=None):
     return subprocess.run([sys.executable, os.path.join(ROOT, "run_rsir.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
 
 
 def test_python_api_runs_rounds_on_recbole_loaders(tiny_data_path):

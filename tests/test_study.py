@@ -16,9 +16,11 @@ from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequ
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
 from recbole_rsir.study import runner, worker
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
+from recbole_rsir.study.claims import verdict
 from recbole_rsir.study.history import history_share
 from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, plan
 from recbole_rsir.study.report import build_report
+from recbole_rsir.study.summary import summary_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_ITEMS = 31
@@ -203,6 +205,72 @@ def test_report_means_changes_and_paired_test(tmp_path):
     assert len(results["runs"]) == 6 and results["missing"] == missing
 
 
+def test_summary_table_takes_means_changes_and_the_best_augmentation_per_column(tmp_path):
+    base = {2020: (0.10, 0.20), 2021: (0.12, 0.22), 2022: (0.11, 0.25)}
+    crop = {2020: (0.13, 0.21), 2021: (0.12, 0.24), 2022: (0.16, 0.26)}
+    mask = {2020: (0.09, 0.30)}
+    for arm, cells in (("rsir", base), ("aug-crop", crop), ("aug-mask", mask)):
+        for seed, recall in cells.items():
+            path = tmp_path / "amazon-beauty" / "runs" / "SASRec" / arm / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(_fake_payload("SASRec", arm, seed, recall)))
+    lines = summary_table(str(tmp_path))
+    assert len(lines) == 4                                   # header, rule, base, best augmentation
+    b = [np.mean([v[i] for v in base.values()]) for i in (0, 1)]
+    c = np.array([crop[s][0] for s in sorted(crop)])
+    p = stats.ttest_rel(c, np.array([base[s][0] for s in sorted(base)])).pvalue
+    assert lines[2] == f"| SASRec base (package defaults) | 3 / – | {b[0]:.4f} | {b[1]:.4f} | – | – |"
+    assert lines[3] == (f"| SASRec + best of five augmentations | 3,1 / – | crop: {c.mean():.4f} "
+                        f"({c.mean() / b[0] - 1:+.1%}{'†' if p < 0.05 else ''}) | mask: {mask[2020][1]:.4f} "
+                        f"({mask[2020][1] / b[1] - 1:+.1%}) | – | – |")
+
+
+@pytest.mark.parametrize("claimed, change, p, n, expected", [
+    (0.08, 0.05, 0.01, 3, "reproduces (p 0.010)"),
+    (0.08, 0.03, 0.20, 3, "same direction, smaller (p 0.200, not significant)"),
+    (0.08, -0.01, None, 1, "does not reproduce (1 seed, untested)"),
+    (-0.56, -0.30, 0.04, 2, "reproduces (p 0.040)"),
+    (-0.56, 0.07, 0.30, 3, "does not reproduce (p 0.300, not significant)"),
+    (0.08, None, None, 0, "not measured yet"),
+])
+def test_claim_verdicts(claimed, change, p, n, expected):
+    assert verdict(claimed, change, p, n) == expected
+
+
+def test_report_sets_the_papers_claims_beside_the_studys_numbers(tmp_path):
+    """Sports claims: RSIR rounds 1 and 3 and no fidelity round 3, each from the seeds' runs."""
+    base = {2020: (0.040, 0.044), 2021: (0.042, 0.046)}
+    rsir = {2020: (0.043, 0.047), 2021: (0.044, 0.050)}
+    nofid = {2020: (0.041, 0.043)}
+    for arm, cells in (("rsir", rsir), ("nofid", nofid)):
+        for seed, recall in cells.items():
+            payload = _fake_payload("SASRec", arm, seed, base[seed])
+            for k in (1, 2, 3):
+                r = json.loads(json.dumps(payload["rounds"][0]))
+                r.update(round=k)
+                for name, value in zip(("recbole", "exclude_history"), recall):
+                    r["protocols"][name]["test"]["recall@10"] = value
+                payload["rounds"].append(r)
+            path = tmp_path / "runs" / "SASRec" / arm / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(payload))
+    build_report(str(tmp_path), "amazon-sports-outdoors", plan(["amazon-sports-outdoors"], ["SASRec"], [2020], 3,
+                                                               ["nofid"]))
+    text = (tmp_path / "report.md").read_text()
+    b, r = (np.array([cells[s][1] for s in sorted(cells)]) for cells in (base, rsir))
+    change = r.mean() / b.mean() - 1
+    p = stats.ttest_rel(r, b).pvalue
+    for k, claimed in ((1, 0.0512 / 0.0474 - 1), (3, 0.0528 / 0.0474 - 1)):
+        assert (f"| {b.mean():.4f} → {r.mean():.4f} ({change:+.1%}, 2 seeds, p {p:.3f}) | "
+                f"{np.mean([rsir[s][0] for s in rsir]) / np.mean([base[s][0] for s in base]) - 1:+.1%} | "
+                f"{verdict(claimed, change, p, 2)} |") in text
+    collapse = nofid[2020][1] / b.mean() - 1           # the base's mean counts both seeds, the test one pair
+    assert (f"| 0.0474 → 0.0210 (-55.7%) | {b.mean():.4f} → {nofid[2020][1]:.4f} ({collapse:+.1%}, 1 seed) | "
+            f"{nofid[2020][0] / np.mean([base[s][0] for s in base]) - 1:+.1%} | "
+            "same direction, smaller (1 seed, untested) |") in text
+    assert "| a weaker generator still helps (weak-to-strong) | +1.95% | – | – | not measured yet |" in text
+
+
 @pytest.mark.parametrize("base, prefix, label", [("rsir", "", "RSIR"), ("strong", "strong-", "strong + RSIR")])
 def test_report_sets_variants_beside_plain_rsir_with_their_generation(tmp_path, base, prefix, label):
     recall = {(base, 2020): 0.10, (base, 2021): 0.12, (prefix + "refine", 2020): 0.13,
@@ -326,6 +394,22 @@ def tiny_study_data(tmp_path, keys):
     (tmp_path / "tiny.yaml").write_text(
         keys + "rsir_m: 2\ntrain_batch_size: 16\nhidden_size: 16\ninner_size: 32\nn_layers: 1\n"
         "MAX_ITEM_LIST_LENGTH: 10\nuser_inter_num_interval: '[0,inf)'\nitem_inter_num_interval: '[0,inf)'\n")
+
+
+def test_commit_takes_the_dataset_folder_and_the_summary_only(tmp_path):
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], capture_output=True, text=True,  # noqa: E731
+                                    check=True).stdout
+    git("init", "-q")
+    git("config", "user.email", "t@t")
+    git("config", "user.name", "t")
+    (tmp_path / "out" / "d" / "runs").mkdir(parents=True)
+    (tmp_path / "out" / "d" / "runs" / "seed1.json").write_text("{}")
+    (tmp_path / "out" / "summary.md").write_text("table")
+    (tmp_path / "elsewhere.txt").write_text("not the study's")
+    assert runner.commit(str(tmp_path / "out"), "d", "study: d")
+    assert sorted(git("show", "--name-only", "--format=", "HEAD").split()) == ["out/d/runs/seed1.json",
+                                                                                "out/summary.md"]
+    assert git("status", "--porcelain").strip() == "?? elsewhere.txt"
 
 
 def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):

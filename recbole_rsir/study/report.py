@@ -14,6 +14,7 @@ import numpy as np
 from scipy import stats
 
 from recbole_rsir.study.augment import OPERATORS
+from recbole_rsir.study.claims import CLAIMS, verdict
 from recbole_rsir.study.plan import SWEEP_P, SWEEP_TAU, VARIANT_ARMS, variants
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10")
@@ -131,6 +132,28 @@ def metric_table(runs, model, n_rounds, protocol):
                      + " | " + " | ".join("" if is_base else _pct(tested[m][0]) for m in TESTED)
                      + " | " + " | ".join("" if is_base else _p(tested[m][1]) for m in TESTED) + " |")
     return lines, summary
+
+
+def claims_table(runs, dataset):
+    """The paper's claims on ``dataset`` (claims.py) beside this study's change of the same arm and
+    round against its base, on both protocols; the verdict is the filtered protocol's, the paper's."""
+    lines = ["| claim | paper: Recall@10 | here, earlier items filtered: Recall@10 | here, RecBole's | verdict |",
+             "|---|---|---|---|---|"]
+    for claim in (c for c in CLAIMS if c.dataset == dataset):
+        paper = f"{claim.base:.4f} → {claim.value:.4f} ({_pct(claim.change)})" if claim.base else f"{claim.change:+.2%}"
+        measured = {}
+        for protocol in PROTOCOLS:
+            cell = values(runs, claim.model, claim.arm, claim.round, protocol, "recall@10")
+            base = values(runs, claim.model, "rsir", 0, protocol, "recall@10")
+            measured[protocol] = (cell, base) + compare(cell, base)
+        cell, base, change, p = measured["exclude_history"]
+        n = len(set(cell) & set(base))
+        here = (f"{np.mean(list(base.values())):.4f} → {np.mean(list(cell.values())):.4f} ({_pct(change)}, "
+                f"{len(cell)} seed{'s' if len(cell) > 1 else ''}{', p ' + _p(p) if p is not None else ''})"
+                if cell and base else "–")
+        lines.append(f"| {claim.text} | {paper} | {here} | {_pct(measured['recbole'][2]) or '–'} | "
+                     f"{verdict(claim.change, change, p, n)} |")
+    return lines if len(lines) > 2 else []
 
 
 def round_stats(runs, model, n_rounds):
@@ -398,6 +421,12 @@ def build_report(folder, dataset, planned):
           f"`runs/` ({finished} finished runs, {len(runs) - finished} in progress, whose finished rounds count) by "
           "`python -m recbole_rsir.study`; every run's valid and test metrics, config and seconds are in "
           "`results.json`.", ""]
+    claims = claims_table(runs, dataset)
+    if claims:
+        md += ["## The paper's claims", "",
+               "Recall@10 of the paper beside this study's mean over seeds (base: round 0 of the same model). "
+               "A claim reproduces when the change has the paper's direction and at least half its size; "
+               "p: paired t-test over seeds.", ""] + claims + [""]
     for model in models:
         if not any(m == model for m, _, _ in runs):
             continue

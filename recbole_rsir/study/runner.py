@@ -23,6 +23,7 @@ from recbole_rsir.data.bundled import BUNDLED
 from recbole_rsir.errors import InputError
 from recbole_rsir.study.plan import ARMS, DEFAULT_ARMS, OPERATOR_ARMS, Run, plan
 from recbole_rsir.study.report import build_report
+from recbole_rsir.study.summary import SUMMARY, write_summary
 from recbole_rsir.study.worker import claim, publish_progress, release, result_path, run_dir
 from recbole_rsir.utils import get_model
 
@@ -157,11 +158,11 @@ def launch(run, args):
 
 
 def commit(out, dataset, message):
-    folder = os.path.join(out, dataset)
+    folder, paths = os.path.join(out, dataset), [".", os.path.join("..", SUMMARY)]
     for _ in range(5):   # another study process may hold git's lock for a moment
-        added = subprocess.run(["git", "-C", folder, "add", "--", "."], capture_output=True)
+        added = subprocess.run(["git", "-C", folder, "add", "--", *paths], capture_output=True)
         if added.returncode == 0:
-            made = subprocess.run(["git", "-C", folder, "commit", "-q", "-m", message, "--", "."],
+            made = subprocess.run(["git", "-C", folder, "commit", "-q", "-m", message, "--", *paths],
                                   capture_output=True, text=True)
             if made.returncode == 0 or "nothing" in made.stdout + made.stderr:
                 return True
@@ -173,6 +174,7 @@ def commit(out, dataset, message):
 def report(args, runs, dataset):
     planned = [r for r in runs if r.dataset == dataset]
     build_report(os.path.join(args.out, dataset), dataset, planned)
+    write_summary(args.out)
 
 
 def publish(args, runs, candidates):
