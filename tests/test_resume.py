@@ -16,7 +16,7 @@ from recbole_rsir.data.merge import training_loader
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
 from recbole_rsir.errors import ConfigError, NonFiniteLossError, OutputError
 from recbole_rsir.rounds.loop import FAULT_ENV, RSIRRounds
-from recbole_rsir.rounds.store import RoundStore
+from recbole_rsir.rounds.store import RoundStore, load_sequences
 from recbole_rsir.study.worker import publish_state, restore_state
 from recbole_rsir.trainer.trainer import RSIRTrainer
 from recbole_rsir.utils import get_model
@@ -145,6 +145,11 @@ def test_a_published_state_restores_on_another_machine_to_the_same_results(kille
     assert _outcome(moved) == whole_run
     assert publish_state(moved, state) and sorted(os.listdir(state)) == ["config.yaml", "round0", "round1",
                                                                           "round2"]
+    for k in (0, 1, 2):                          # round 2's generation became its sequences
+        published, here = (load_sequences(os.path.join(d, f"round{k}", "synthetic.npz"))
+                           for d in (state, os.path.join(moved, "rounds")))
+        assert all(np.array_equal(getattr(published, f), getattr(here, f))
+                   for f in ("items", "offsets", "timestamps", "users"))
 
 
 @pytest.mark.slow

@@ -219,8 +219,13 @@ def publish_state(output_dir, state):
         if not os.path.isfile(os.path.join(done_there, FINISHED[0])):
             if k == 0:
                 _copy(os.path.join(output_dir, RUN_CONFIG), os.path.join(state, RUN_CONFIG))
-            for name in FINISHED[::-1]:                        # result.json last: the round is whole
-                _copy(os.path.join(rounds, f"round{k}", name), os.path.join(done_there, name))
+            generated = os.path.join(done_there + ".tmp", GENERATED[0])
+            if os.path.isfile(generated):                      # the same sequences: moved, one blob in git
+                os.makedirs(done_there, exist_ok=True)
+                os.replace(generated, os.path.join(done_there, FINISHED[1]))
+            else:
+                _copy(os.path.join(rounds, f"round{k}", FINISHED[1]), os.path.join(done_there, FINISHED[1]))
+            _copy(os.path.join(rounds, f"round{k}", FINISHED[0]), os.path.join(done_there, FINISHED[0]))
             changed = True
         if os.path.isdir(done_there + ".tmp"):
             shutil.rmtree(done_there + ".tmp")
