@@ -16,6 +16,8 @@ core)     # SASRec's default base on both datasets: RSIR against augmentation, w
     $S --dataset=amazon-beauty,amazon-sports-outdoors --seeds=2020,2021,2022 --arms=rsir,nofid,ft
     $S --dataset=amazon-beauty --seeds=2020 --arms=sweep ;;
 strong)   # the strong base with RSIR on top, then the variants beyond the paper (issue 20)
+    $S --dataset=amazon-beauty --seeds=2020 --arms=rsir,strong
+    $S --dataset=amazon-beauty --seeds=2020 --arms=rsir,judge
     $S --dataset=amazon-beauty,amazon-sports-outdoors --seeds=2020 --arms=rsir,strong
     $S --dataset=amazon-beauty --seeds=2020,2021,2022 --arms=rsir,strong
     $S --dataset=amazon-beauty --seeds=2020,2021,2022 --arms=rsir,strong,refine,judge,tau
