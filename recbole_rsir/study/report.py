@@ -87,19 +87,28 @@ def values(runs, model, arm, k, protocol, metric):
 
 
 def compare(cell, base):
-    """Relative change of the means and the paired t-test's p over the seeds both have."""
-    if not cell or not base:
+    """Relative change of the means and the paired t-test's p, both over the seeds both have (an
+    arm run on fewer seeds than its base is compared with the base on those seeds)."""
+    common = sorted(set(cell or {}) & set(base or {}))
+    if not common:
         return None, None
-    change = np.mean(list(cell.values())) / np.mean(list(base.values())) - 1.0
-    common = sorted(set(cell) & set(base))
+    a, b = np.array([cell[s] for s in common]), np.array([base[s] for s in common])
+    change = a.mean() / b.mean() - 1.0
     if len(common) < 2:
         return change, None
-    a, b = np.array([cell[s] for s in common]), np.array([base[s] for s in common])
     if np.allclose(a, b):
         return change, 1.0
     with warnings.catch_warnings():   # near-equal pairs: scipy warns, the p it gives is still the test's
         warnings.simplefilter("ignore", RuntimeWarning)
         return change, float(stats.ttest_rel(a, b).pvalue)
+
+
+def paired_means(cell, base):
+    """``(mean of cell, mean of base, seeds)`` over the seeds both have; None without one."""
+    common = sorted(set(cell or {}) & set(base or {}))
+    if not common:
+        return None
+    return float(np.mean([cell[s] for s in common])), float(np.mean([base[s] for s in common])), len(common)
 
 
 def _mean_sd(cell):
@@ -147,10 +156,10 @@ def claims_table(runs, dataset):
             base = values(runs, claim.model, "rsir", 0, protocol, "recall@10")
             measured[protocol] = (cell, base) + compare(cell, base)
         cell, base, change, p = measured["exclude_history"]
-        n = len(set(cell) & set(base))
-        here = (f"{np.mean(list(base.values())):.4f} → {np.mean(list(cell.values())):.4f} ({_pct(change)}, "
-                f"{len(cell)} seed{'s' if len(cell) > 1 else ''}{', p ' + _p(p) if p is not None else ''})"
-                if cell and base else "–")
+        pair = paired_means(cell, base)
+        n = pair[2] if pair else 0
+        here = (f"{pair[1]:.4f} → {pair[0]:.4f} ({_pct(change)}, {n} seed{'s' if n > 1 else ''}"
+                f"{', p ' + _p(p) if p is not None else ''})" if pair else "–")
         lines.append(f"| {claim.text} | {paper} | {here} | {_pct(measured['recbole'][2]) or '–'} | "
                      f"{verdict(claim.change, change, p, n)} |")
     return lines if len(lines) > 2 else []
@@ -195,47 +204,44 @@ def findings(summary, n_rounds, protocol, model):
     """Plain sentences answering the study's questions from the table's numbers."""
     out = []
 
-    def mean(arm, k, metric="recall@10"):
-        cell = summary.get((arm, k), {}).get("cells", {}).get(metric)
-        return float(np.mean(list(cell.values()))) if cell else None
+    def cell(arm, k):
+        return summary.get((arm, k), {}).get("cells", {}).get("recall@10")
 
-    def said(arm, k, what):
-        entry = summary.get((arm, k))
-        if entry is None:
+    def said(arm, k, what, base="rsir"):
+        entry, pair = summary.get((arm, k)), paired_means(cell(arm, k), cell(base, 0))
+        if entry is None or pair is None:
             return None
         (r, pr), (n, pn) = entry["tested"]["recall@10"], entry["tested"]["ndcg@10"]
         return (f"{what}: Recall@10 {_pct(r)} (p {_p(pr) or 'n/a'}), NDCG@10 {_pct(n)} (p {_p(pn) or 'n/a'}) "
-                f"over {len(entry['cells']['recall@10'])} seed(s)")
+                f"over {pair[2]} seed(s)")
 
     for k in range(1, n_rounds + 1):
         line = said("rsir", k, f"RSIR round {k} vs base")
         if line:
             out.append(line)
-    best = mean("rsir", 1)
-    augs = {op: mean(f"aug-{op}", 0) for op in OPERATORS}
-    augs = {op: v for op, v in augs.items() if v is not None}
-    if best is not None and augs:
-        beaten = [op for op, v in augs.items() if best > v]
-        out.append(f"RSIR round 1 Recall@10 {best:.4f} is above {len(beaten)} of {len(augs)} augmentation "
-                   f"baselines ({', '.join(f'{op} {v:.4f}' for op, v in augs.items())})")
-    last_nofid, last_rsir = mean("nofid", n_rounds), mean("rsir", n_rounds)
-    if last_nofid is not None:
-        base = mean("rsir", 0)
-        out.append(f"without fidelity, round {n_rounds} Recall@10 is {last_nofid:.4f} against base {base:.4f} "
-                   f"and RSIR round {n_rounds} {last_rsir if last_rsir is not None else float('nan'):.4f}")
+    pairs = {op: paired_means(cell("rsir", 1), cell(f"aug-{op}", 0)) for op in OPERATORS}
+    pairs = {op: pair for op, pair in pairs.items() if pair}
+    if pairs:
+        beaten = [op for op, (r, a, _) in pairs.items() if r > a]
+        out.append(f"RSIR round 1 Recall@10 is above {len(beaten)} of {len(pairs)} augmentation baselines on the "
+                   f"seeds both have ({', '.join(f'{op} {a:.4f} against {r:.4f}' for op, (r, a, _) in pairs.items())})")
+    nofid, plain = (paired_means(cell("nofid", n_rounds), cell(arm, k)) for arm, k in (("rsir", 0), ("rsir", n_rounds)))
+    if nofid:
+        out.append(f"without fidelity, round {n_rounds} Recall@10 is {nofid[0]:.4f} against base {nofid[1]:.4f}"
+                   + (f" and RSIR round {n_rounds} {plain[1]:.4f}" if plain else "") + f" on {nofid[2]} seed(s)")
         out.append(said("nofid", n_rounds, f"no fidelity round {n_rounds} vs base"))
     for base, prefix in (("rsir", "RSIR"), ("strong", "strong + RSIR")):
         for arm, label in variant_arms(model, base):
             for k in range(1, n_rounds + 1):
-                cell, plain = (summary.get(key, {}).get("cells", {}).get("recall@10") for key in ((arm, k), (base, k)))
-                if cell and plain:
-                    change, p = compare(cell, plain)
-                    out.append(f"{prefix}, {label}, round {k} vs without it: Recall@10 {mean(arm, k):.4f} against "
-                               f"{mean(base, k):.4f} ({_pct(change)}, p {_p(p) or 'n/a'})")
+                pair = paired_means(cell(arm, k), cell(base, k))
+                if pair:
+                    change, p = compare(cell(arm, k), cell(base, k))
+                    out.append(f"{prefix}, {label}, round {k} vs without it: Recall@10 {pair[0]:.4f} against "
+                               f"{pair[1]:.4f} on {pair[2]} seed(s) ({_pct(change)}, p {_p(p) or 'n/a'})")
     for arm, what in (("w2s", "weak-to-strong vs base"), ("strong", None)):
         if arm == "strong":
             for k in range(1, n_rounds + 1):
-                line = said("strong", k, f"strong + RSIR round {k} vs strong base")
+                line = said("strong", k, f"strong + RSIR round {k} vs strong base", base="strong")
                 if line:
                     out.append(line)
         else:
@@ -417,7 +423,7 @@ def build_report(folder, dataset, planned):
     os.makedirs(plots, exist_ok=True)
     md = [f"# Study: {dataset}", "",
           "Test-set metrics, leave-one-out by time, full ranking; mean ± sd over seeds; Δ relative to the base "
-          "(the strong base for strong rows); p: paired t-test over the seeds both have. Built from "
+          "(the strong base for strong rows) and p (paired t-test), both over the seeds both have. Built from "
           f"`runs/` ({finished} finished runs, {len(runs) - finished} in progress, whose finished rounds count) by "
           "`python -m recbole_rsir.study`; every run's valid and test metrics, config and seconds are in "
           "`results.json`.", ""]

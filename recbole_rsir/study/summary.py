@@ -2,7 +2,7 @@
 
 One row per arm, one column per dataset and protocol: test Recall@10 as the mean over seeds, its
 change against the row's base (round 0 of the same model, or the strong base for strong rows)
-and a mark where the paired t-test over seeds gives p < 0.05. Built from the datasets' results
+over the seeds both have, and a mark where the paired t-test over them gives p < 0.05. Built from the datasets' results
 files (``benchmarks/results/<dataset>/runs/``), written to ``<out>/summary.md``; README carries it.
 """
 import argparse
@@ -82,8 +82,8 @@ def write_summary(out):
     text = "\n".join([
         "# Study summary", "",
         f"Test Recall@10, mean over seeds (seeds: {' / '.join(DATASETS.values())}), and its change against the "
-        f"row's base (round 0 of the same model; the strong base for strong rows); {MARK}: paired t-test over "
-        "seeds p < 0.05. RecBole's protocol keeps a user's earlier items in the ranking, the filtered one removes "
+        f"row's base (round 0 of the same model; the strong base for strong rows) over the seeds both have; "
+        f"{MARK}: paired t-test over those seeds p < 0.05. RecBole's protocol keeps a user's earlier items in the ranking, the filtered one removes "
         "them (the RSIR paper's code). Per-dataset reports: "
         + ", ".join(f"[{name}]({d}/report.md)" for d, name in DATASETS.items())
         + ". Rebuilt by `python -m recbole_rsir.study.summary` (and by the study after every round).", ""]
