@@ -148,7 +148,8 @@ class RoundStore:
             save_sequences(os.path.join(tmp, "generated.npz"), sequences)
             save_json(os.path.join(tmp, "generated.json"), {"stats": stats, "seconds": seconds})
         except OSError as err:
-            raise OutputError(f"cannot save round {k}'s sequences in {self.output_dir}: {err.strerror or err}") from None
+            raise OutputError(f"cannot save round {k}'s sequences in {self.output_dir}: "
+                              f"{err.strerror or err}") from None
 
     def generated(self, k):
         """``(sequences, stats, seconds)`` an earlier try of round k generated, or None."""
