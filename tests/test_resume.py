@@ -16,8 +16,7 @@ from recbole_rsir.data.merge import training_loader
 from recbole_rsir.data.sequences import SequenceSet, training_sequences
 from recbole_rsir.errors import ConfigError, NonFiniteLossError, OutputError
 from recbole_rsir.rounds.loop import FAULT_ENV, RSIRRounds
-from recbole_rsir.rounds.store import RoundStore, load_sequences
-from recbole_rsir.study.worker import publish_state, restore_state
+from recbole_rsir.rounds.store import RoundStore, load_sequences, publish_state, restore_state
 from recbole_rsir.trainer.trainer import RSIRTrainer
 from recbole_rsir.utils import get_model
 
@@ -127,7 +126,7 @@ def test_a_run_without_its_weights_goes_on_from_its_saved_generation(killed_in_r
 @pytest.mark.parametrize("pending", [True, False])
 def test_a_published_state_restores_on_another_machine_to_the_same_results(killed_in_round2, monkeypatch,
                                                                            whole_run, pending):
-    """The study publishes a run's rounds without weights (worker.publish_state); a machine with
+    """The study publishes a run's rounds without weights (store.publish_state); a machine with
     none of the run's files restores them and ends where the uninterrupted run ends. Without the
     round in progress's generation, round 1 is trained again from its own sequences."""
     data_path, cut = _copy_of(killed_in_round2, f"cut-{pending}")

@@ -11,7 +11,8 @@ gives the same results as not stopping.
 
 Weights are needed only to generate: with round k+1's sequences saved, rounds 0..k resume from
 their results and sequences alone, which is what a run moved to another machine carries
-(``model.pth`` of a finished scratch round may be missing).
+(``model.pth`` of a finished scratch round may be missing): :func:`publish_state` copies that
+part of an output folder elsewhere, :func:`restore_state` brings it back.
 """
 import json
 import os
@@ -28,7 +29,11 @@ from recbole_rsir.errors import ConfigError, CorruptFileError, OutputError
 from recbole_rsir.schema import IGNORED_KEYS, KEYS
 
 RUN_CONFIG = "config.yaml"
-KEPT_ON_BEGIN = ("model.pth", "generated.npz", "generated.json")
+GENERATED = ("generated.npz", "generated.json")
+"""A round's generated sequences and their statistics, in ``round<k>.tmp/`` until it is finished."""
+FINISHED = ("result.json", "synthetic.npz")
+"""A finished round's files but its weights."""
+KEPT_ON_BEGIN = ("model.pth",) + GENERATED
 """What an earlier try of a round leaves for the next: training's checkpoint, the generation."""
 
 
@@ -46,13 +51,15 @@ def _read_json(path):
         return json.load(f)
 
 
-def save_json(path, payload):
-    """Written whole or not at all (tmp, fsync, rename)."""
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
+def save_json(path, payload, indent=2):
+    """Written whole or not at all (tmp, fsync, rename); the tmp name is the process's, as two
+    processes may write the same file (a study's runners publishing one run)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=indent)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
+    os.replace(tmp, path)
 
 
 def save_sequences(path, sequences):
@@ -112,7 +119,7 @@ class RoundStore:
             os.replace(os.path.join(tmp, "weights.pth"), os.path.join(tmp, "model.pth"))
             save_sequences(os.path.join(tmp, "synthetic.npz"), synthetic)
             save_json(os.path.join(tmp, "result.json"), result)
-            for name in KEPT_ON_BEGIN[1:]:
+            for name in GENERATED:
                 if os.path.isfile(os.path.join(tmp, name)):
                     os.remove(os.path.join(tmp, name))
             os.replace(tmp, self.round_dir(k))
@@ -145,18 +152,19 @@ class RoundStore:
             return
         tmp = self.round_dir(k) + ".tmp"
         try:
-            save_sequences(os.path.join(tmp, "generated.npz"), sequences)
-            save_json(os.path.join(tmp, "generated.json"), {"stats": stats, "seconds": seconds})
+            save_sequences(os.path.join(tmp, GENERATED[0]), sequences)
+            save_json(os.path.join(tmp, GENERATED[1]), {"stats": stats, "seconds": seconds})
         except OSError as err:
-            raise OutputError(f"cannot save round {k}'s sequences in {self.output_dir}: {err.strerror or err}") from None
+            raise OutputError(f"cannot save round {k}'s sequences in {self.output_dir}: "
+                              f"{err.strerror or err}") from None
 
     def generated(self, k):
         """``(sequences, stats, seconds)`` an earlier try of round k generated, or None."""
         tmp = self.round_dir(k) + ".tmp"
-        if not os.path.isfile(os.path.join(tmp, "generated.json")):   # written last
+        if not os.path.isfile(os.path.join(tmp, GENERATED[1])):   # written last
             return None
-        record = read(os.path.join(tmp, "generated.json"), _read_json)
-        return read(os.path.join(tmp, "generated.npz"), load_sequences), record["stats"], record["seconds"]
+        record = read(os.path.join(tmp, GENERATED[1]), _read_json)
+        return read(os.path.join(tmp, GENERATED[0]), load_sequences), record["stats"], record["seconds"]
 
     # ---- the run's config ------------------------------------------------------------
     def check_config(self, plain, overwrite):
@@ -187,3 +195,81 @@ class RoundStore:
                 yaml.safe_dump(plain, f, sort_keys=True)
             os.replace(path + ".tmp", path)
         distributed.barrier()            # and no rank reads rounds the writer is removing
+
+
+# ---- a run moved to another machine ----------------------------------------------------
+
+
+def _copy(source, target):
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(source, target + ".copy")
+    os.replace(target + ".copy", target)
+
+
+def publish_state(output_dir, state):
+    """Mirror the weightless part of an RSIR output folder into ``state`` (another folder, which a
+    study commits): its config, the finished rounds (written once) and the round in progress's
+    generated sequences, which leave the state when their round is finished (its
+    ``synthetic.npz`` holds them). True if ``state`` changed."""
+    rounds, changed, k = os.path.join(output_dir, "rounds"), False, 0
+    while os.path.isfile(os.path.join(rounds, f"round{k}", "result.json")):
+        done_there = os.path.join(state, f"round{k}")
+        if not os.path.isfile(os.path.join(done_there, FINISHED[0])):
+            if k == 0:
+                _copy(os.path.join(output_dir, RUN_CONFIG), os.path.join(state, RUN_CONFIG))
+            generated = os.path.join(done_there + ".tmp", GENERATED[0])
+            if os.path.isfile(generated):                      # the same sequences: moved, one blob in git
+                os.makedirs(done_there, exist_ok=True)
+                os.replace(generated, os.path.join(done_there, FINISHED[1]))
+            else:
+                _copy(os.path.join(rounds, f"round{k}", FINISHED[1]), os.path.join(done_there, FINISHED[1]))
+            _copy(os.path.join(rounds, f"round{k}", FINISHED[0]), os.path.join(done_there, FINISHED[0]))
+            changed = True
+        if os.path.isdir(done_there + ".tmp"):
+            shutil.rmtree(done_there + ".tmp")
+            changed = True
+        k += 1
+    pending = os.path.join(rounds, f"round{k}.tmp")
+    if os.path.isfile(os.path.join(pending, GENERATED[1])) and not os.path.isfile(
+            os.path.join(state, f"round{k}.tmp", GENERATED[1])):
+        for name in GENERATED:                                # generated.json last, as the store writes it
+            _copy(os.path.join(pending, name), os.path.join(state, f"round{k}.tmp", name))
+        changed = True
+    return changed
+
+
+def restore_state(state, output_dir):
+    """Give an RSIR output folder that holds less than a published ``state`` the state's
+    rounds, as far as they go on without weights: finished rounds 0..j-1 and round j's sequences,
+    where j is the round in progress (its generation published), or else the last finished round
+    (trained again from its own sequences, which reproduces it). Returns the rounds restored."""
+    rounds = os.path.join(output_dir, "rounds")
+    finished = 0
+    while os.path.isfile(os.path.join(state, f"round{finished}", FINISHED[0])):
+        finished += 1
+    if os.path.isfile(os.path.join(state, f"round{finished}.tmp", GENERATED[1])):
+        keep, pending = finished, os.path.join(state, f"round{finished}.tmp")
+    elif finished > 1:
+        keep, pending = finished - 1, None
+    else:
+        return []
+    target = os.path.join(rounds, f"round{keep}.tmp")
+    here = len(RoundStore(output_dir).finished())
+    if here > keep or os.path.isfile(os.path.join(target, GENERATED[1])):
+        return []                                             # this machine is as far or further
+    _copy(os.path.join(state, RUN_CONFIG), os.path.join(output_dir, RUN_CONFIG))
+    for k in range(here, keep):
+        shutil.rmtree(os.path.join(rounds, f"round{k}.tmp"), ignore_errors=True)
+        shutil.copytree(os.path.join(state, f"round{k}"), os.path.join(rounds, f"round{k}.copy"), dirs_exist_ok=True)
+        os.replace(os.path.join(rounds, f"round{k}.copy"), os.path.join(rounds, f"round{k}"))
+    if pending:
+        for name in GENERATED:
+            _copy(os.path.join(pending, name), os.path.join(target, name))
+    else:
+        done_there = os.path.join(state, f"round{keep}")
+        with open(os.path.join(done_there, FINISHED[0]), encoding="utf-8") as f:
+            record = json.load(f)
+        _copy(os.path.join(done_there, FINISHED[1]), os.path.join(target, GENERATED[0]))
+        save_json(os.path.join(target, GENERATED[1]),
+                   {"stats": record["generation"], "seconds": record["generate_seconds"]})
+    return list(range(here, keep + 1))

@@ -149,7 +149,8 @@ def claims_table(runs, dataset):
     lines = ["| claim | paper: Recall@10 | here, earlier items filtered: Recall@10 | here, RecBole's | verdict |",
              "|---|---|---|---|---|"]
     for claim in (c for c in CLAIMS if c.dataset == dataset):
-        paper = f"{claim.base:.4f} → {claim.value:.4f} ({_pct(claim.change)})" if claim.base else f"{claim.change:+.2%}"
+        paper = (f"{claim.base:.4f} → {claim.value:.4f} ({_pct(claim.change)})" if claim.base
+                 else f"{claim.change:+.2%}")
         measured = {}
         for protocol in PROTOCOLS:
             cell = values(runs, claim.model, claim.arm, claim.round, protocol, "recall@10")

@@ -83,8 +83,8 @@ def write_summary(out):
         "# Study summary", "",
         f"Test Recall@10, mean over seeds (seeds: {' / '.join(DATASETS.values())}), and its change against the "
         f"row's base (round 0 of the same model; the strong base for strong rows) over the seeds both have; "
-        f"{MARK}: paired t-test over those seeds p < 0.05. RecBole's protocol keeps a user's earlier items in the ranking, the filtered one removes "
-        "them (the RSIR paper's code). Per-dataset reports: "
+        f"{MARK}: paired t-test over those seeds p < 0.05. RecBole's protocol keeps a user's earlier items in "
+        "the ranking, the filtered one removes them (the RSIR paper's code). Per-dataset reports: "
         + ", ".join(f"[{name}]({d}/report.md)" for d, name in DATASETS.items())
         + ". Rebuilt by `python -m recbole_rsir.study.summary` (and by the study after every round).", ""]
         + summary_table(out)) + "\n"

@@ -21,7 +21,7 @@ from recbole_rsir.data.sequences import training_sequences
 from recbole_rsir.generation.generator import generate
 from recbole_rsir.generation.rules import GenerationSettings
 from recbole_rsir.quick_start import build_config, run_rsir
-from recbole_rsir.rounds.store import RUN_CONFIG, RoundStore
+from recbole_rsir.rounds.store import publish_state, restore_state, save_json
 from recbole_rsir.study.augment import augment
 from recbole_rsir.study.plan import SMALL_MODEL, Run
 from recbole_rsir.utils import get_model
@@ -167,10 +167,7 @@ def extra_builder(run, out, work, threads, stats):
 
 def write_json(path, payload):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"      # two study processes may publish the same run
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
+    save_json(path, payload, indent=1)
 
 
 def publish_progress(out, work, run):
@@ -194,87 +191,6 @@ def publish_progress(out, work, run):
                 return changed
     write_json(target, {**payload, "run": run.as_dict(), "complete": False})
     return True
-
-
-FINISHED = ("result.json", "synthetic.npz")
-GENERATED = ("generated.npz", "generated.json")
-"""A finished round's files in the state, and the round in progress's (in ``round<k>.tmp/``,
-as in the RoundStore)."""
-
-
-def _copy(source, target):
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.copyfile(source, target + ".copy")
-    os.replace(target + ".copy", target)
-
-
-def publish_state(output_dir, state):
-    """Mirror the weightless part of a run's RSIR output folder into ``state``: its config, the
-    finished rounds (written once) and the round in progress's generated sequences, which leave
-    the state when their round is finished (its ``synthetic.npz`` holds them). True if
-    ``state`` changed."""
-    rounds, changed, k = os.path.join(output_dir, "rounds"), False, 0
-    while os.path.isfile(os.path.join(rounds, f"round{k}", "result.json")):
-        done_there = os.path.join(state, f"round{k}")
-        if not os.path.isfile(os.path.join(done_there, FINISHED[0])):
-            if k == 0:
-                _copy(os.path.join(output_dir, RUN_CONFIG), os.path.join(state, RUN_CONFIG))
-            generated = os.path.join(done_there + ".tmp", GENERATED[0])
-            if os.path.isfile(generated):                      # the same sequences: moved, one blob in git
-                os.makedirs(done_there, exist_ok=True)
-                os.replace(generated, os.path.join(done_there, FINISHED[1]))
-            else:
-                _copy(os.path.join(rounds, f"round{k}", FINISHED[1]), os.path.join(done_there, FINISHED[1]))
-            _copy(os.path.join(rounds, f"round{k}", FINISHED[0]), os.path.join(done_there, FINISHED[0]))
-            changed = True
-        if os.path.isdir(done_there + ".tmp"):
-            shutil.rmtree(done_there + ".tmp")
-            changed = True
-        k += 1
-    pending = os.path.join(rounds, f"round{k}.tmp")
-    if os.path.isfile(os.path.join(pending, GENERATED[1])) and not os.path.isfile(
-            os.path.join(state, f"round{k}.tmp", GENERATED[1])):
-        for name in GENERATED:                                # generated.json last, as the store writes it
-            _copy(os.path.join(pending, name), os.path.join(state, f"round{k}.tmp", name))
-        changed = True
-    return changed
-
-
-def restore_state(state, output_dir):
-    """Give a run's RSIR output folder that holds less than its published ``state`` the state's
-    rounds, as far as they go on without weights: finished rounds 0..j-1 and round j's sequences,
-    where j is the round in progress (its generation published), or else the last finished round
-    (trained again from its own sequences, which reproduces it). Returns the rounds restored."""
-    rounds = os.path.join(output_dir, "rounds")
-    finished = 0
-    while os.path.isfile(os.path.join(state, f"round{finished}", FINISHED[0])):
-        finished += 1
-    if os.path.isfile(os.path.join(state, f"round{finished}.tmp", GENERATED[1])):
-        keep, pending = finished, os.path.join(state, f"round{finished}.tmp")
-    elif finished > 1:
-        keep, pending = finished - 1, None
-    else:
-        return []
-    target = os.path.join(rounds, f"round{keep}.tmp")
-    here = len(RoundStore(output_dir).finished())
-    if here > keep or os.path.isfile(os.path.join(target, GENERATED[1])):
-        return []                                             # this machine is as far or further
-    _copy(os.path.join(state, RUN_CONFIG), os.path.join(output_dir, RUN_CONFIG))
-    for k in range(here, keep):
-        shutil.rmtree(os.path.join(rounds, f"round{k}.tmp"), ignore_errors=True)
-        shutil.copytree(os.path.join(state, f"round{k}"), os.path.join(rounds, f"round{k}.copy"), dirs_exist_ok=True)
-        os.replace(os.path.join(rounds, f"round{k}.copy"), os.path.join(rounds, f"round{k}"))
-    if pending:
-        for name in GENERATED:
-            _copy(os.path.join(pending, name), os.path.join(target, name))
-    else:
-        done_there = os.path.join(state, f"round{keep}")
-        with open(os.path.join(done_there, FINISHED[0]), encoding="utf-8") as f:
-            record = json.load(f)
-        _copy(os.path.join(done_there, FINISHED[1]), os.path.join(target, GENERATED[0]))
-        write_json(os.path.join(target, GENERATED[1]),
-                   {"stats": record["generation"], "seconds": record["generate_seconds"]})
-    return list(range(here, keep + 1))
 
 
 def needs_weights(run):
