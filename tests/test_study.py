@@ -1,4 +1,5 @@
 """The study: augmentation operators, plan, report arithmetic, and the real command on tiny data."""
+import dataclasses
 import json
 import os
 import shutil
@@ -402,6 +403,18 @@ def tiny_study_data(tmp_path, keys):
     (tmp_path / "tiny.yaml").write_text(
         keys + "rsir_m: 2\ntrain_batch_size: 16\nhidden_size: 16\ninner_size: 32\nn_layers: 1\n"
         "MAX_ITEM_LIST_LENGTH: 10\nuser_inter_num_interval: '[0,inf)'\nitem_inter_num_interval: '[0,inf)'\n")
+
+
+def test_shared_rounds_already_there_need_nothing_from_the_base(tmp_path):
+    """A run restored with its state holds its shared rounds: sharing neither reads the base's
+    results nor computes its weights again (neither exists here)."""
+    run = next(r for r in plan(["d"], ["SASRec"], [1], 3, ["nofid"]) if r.arm == "nofid")
+    (tmp_path / "work" / "d" / "SASRec" / "nofid" / "seed1" / "rounds" / "round0").mkdir(parents=True)
+    worker.share_rounds(run, str(tmp_path / "out"), str(tmp_path / "work"), 1)
+    assert not (tmp_path / "work" / "d" / "SASRec" / "rsir").exists()
+    with pytest.raises(FileNotFoundError, match="rsir/seed1.json"):          # missing: the base is asked
+        worker.share_rounds(dataclasses.replace(run, shared_rounds=2), str(tmp_path / "out"),
+                            str(tmp_path / "work"), 1)
 
 
 def test_commit_takes_the_dataset_folder_and_the_summary_only(tmp_path):

@@ -94,19 +94,18 @@ def release(folder):
         os.remove(path)
 
 
-
 def ensure_weights(source, n_rounds, out, work, threads):
     """Rounds 0..n_rounds-1 of the finished run ``source``, weights included, in its work folder:
     computed again (one process at a time) where this machine lacks them, which must reproduce
     its published results; a mismatch is reported, not hidden."""
     folder = run_dir(work, source)
-    weights = lambda: [os.path.join(folder, "rounds", f"round{k}", "model.pth") for k in range(n_rounds)]  # noqa: E731
-    if all(os.path.isfile(p) for p in weights()):
+    weights = [os.path.join(folder, "rounds", f"round{k}", "model.pth") for k in range(n_rounds)]
+    if all(os.path.isfile(p) for p in weights):
         return
     while not claim(folder):                  # another run is computing them
         time.sleep(10)
     try:
-        if not all(os.path.isfile(p) for p in weights()):
+        if not all(os.path.isfile(p) for p in weights):
             print(f"{source.name}: rounds {list(range(n_rounds))} computed again (their weights are not on "
                   f"this machine)", flush=True)
             again = run_rsir(source.model, source.dataset, config_file_list=list(source.config_files) or None,
@@ -123,17 +122,19 @@ def ensure_weights(source, n_rounds, out, work, threads):
 def share_rounds(run, out, work, threads):
     """Start the run from the first ``run.shared_rounds`` rounds of ``run.round0_from`` (the same
     settings up to there, so the same models and data)."""
+    target = lambda k: os.path.join(run_dir(work, run), "rounds", f"round{k}")  # noqa: E731
+    missing = [k for k in range(run.shared_rounds) if not os.path.isdir(target(k))]
+    if not missing:                           # shared before, or restored with the run's state
+        return
     with open(result_path(out, run, run.round0_from), encoding="utf-8") as f:
-        source = Run.from_dict(json.load(f)["run"])
-    ensure_weights(source, run.shared_rounds, out, work, threads)
-    for k in range(run.shared_rounds):
-        source = os.path.join(run_dir(work, run, run.round0_from), "rounds", f"round{k}")
-        target = os.path.join(run_dir(work, run), "rounds", f"round{k}")
-        if not os.path.isdir(target):
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.rmtree(target + ".copy", ignore_errors=True)
-            shutil.copytree(source, target + ".copy")
-            os.replace(target + ".copy", target)
+        base = Run.from_dict(json.load(f)["run"])
+    ensure_weights(base, run.shared_rounds, out, work, threads)
+    for k in missing:
+        source = os.path.join(run_dir(work, base), "rounds", f"round{k}")
+        os.makedirs(os.path.dirname(target(k)), exist_ok=True)
+        shutil.rmtree(target(k) + ".copy", ignore_errors=True)
+        shutil.copytree(source, target(k) + ".copy")
+        os.replace(target(k) + ".copy", target(k))
 
 
 def extra_builder(run, out, work, threads, stats):
@@ -152,10 +153,10 @@ def extra_builder(run, out, work, threads, stats):
             return sequences
         small = Run(run.dataset, run.model, "w2s-small", run.seed, 0, overrides=dict(SMALL_MODEL),
                     config_files=run.config_files)
+        ensure_weights(small, 1, out, work, threads)
         small_config = build_config(run.model, run.dataset, config_file_list=list(run.config_files) or None,
                                     config_dict=config_dict(small, work, threads))
         model = get_model(run.model)(small_config, train_data.dataset).to(config["device"])
-        ensure_weights(small, 1, out, work, threads)
         weights = os.path.join(run_dir(work, small), "rounds", "round0", "model.pth")
         model.load_state_dict(torch.load(weights, map_location=config["device"], weights_only=True)["state_dict"])
         result = generate(model, real, GenerationSettings.from_config(config), seed=config["seed"] + 1)
