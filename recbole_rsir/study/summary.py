@@ -26,9 +26,9 @@ def rows(models):
     out += [(f"SASRec + RSIR round {k}", "SASRec", "rsir", k, "rsir") for k in (1, 2, 3)]
     out += [("SASRec + best of five augmentations", "SASRec", None, 0, "rsir"),
             ("SASRec, weak-to-strong", "SASRec", "w2s", 0, "rsir")]
-    out += [(f"SASRec, no fidelity, round {k}", "SASRec", "nofid", k, "rsir") for k in (1, 3)]
+    out += [(f"SASRec, no fidelity, round {k}", "SASRec", "nofid", k, "rsir") for k in (1, 2, 3)]
     out += [("SASRec strong base (sasrec-strong.yaml)", "SASRec", "strong", 0, "strong")]
-    out += [(f"strong + RSIR round {k}", "SASRec", "strong", k, "strong") for k in (1, 3)]
+    out += [(f"strong + RSIR round {k}", "SASRec", "strong", k, "strong") for k in (1, 2, 3)]
     for model in models:
         out += [(f"{model} base", model, "rsir", 0, "rsir")]
         out += [(f"{model} + RSIR round {k}", model, "rsir", k, "rsir") for k in (1, 2, 3)]
