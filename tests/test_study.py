@@ -405,6 +405,16 @@ def tiny_study_data(tmp_path, keys):
         "MAX_ITEM_LIST_LENGTH: 10\nuser_inter_num_interval: '[0,inf)'\nitem_inter_num_interval: '[0,inf)'\n")
 
 
+def test_rounds_computed_again_are_compared_metric_by_metric():
+    published = [_fake_payload("SASRec", "rsir", 1, (0.1, 0.2))["rounds"][0]]
+    again = json.loads(json.dumps(published))
+    assert worker.differences(again, published) == "match its published results"
+    again[0]["protocols"]["exclude_history"]["test"]["recall@10"] = 0.2001
+    again[0]["protocols"]["recbole"]["test"]["mrr@10"] += 0.01
+    assert worker.differences(again, published) == (
+        "DIFFER from its published results in 2 metric(s), by at most 0.01 (round 0 recbole test mrr@10)")
+
+
 def test_shared_rounds_already_there_need_nothing_from_the_base(tmp_path):
     """A run restored with its state holds its shared rounds: sharing neither reads the base's
     results nor computes its weights again (neither exists here)."""

@@ -94,6 +94,22 @@ def release(folder):
         os.remove(path)
 
 
+def differences(rounds, published):
+    """How rounds computed again compare with the published ones, metric by metric."""
+    diffs = []
+    for again, then in zip(rounds, published):
+        for protocol, splits in then["protocols"].items():
+            for split, metrics in splits.items():
+                for metric, value in metrics.items():
+                    other = again["protocols"][protocol][split][metric]
+                    if other != value:
+                        diffs.append((abs(other - value), f"round {then['round']} {protocol} {split} {metric}"))
+    if not diffs:
+        return "match its published results"
+    size, where = max(diffs)
+    return f"DIFFER from its published results in {len(diffs)} metric(s), by at most {size:.4g} ({where})"
+
+
 def ensure_weights(source, n_rounds, out, work, threads):
     """Rounds 0..n_rounds-1 of the finished run ``source``, weights included, in its work folder:
     computed again (one process at a time) where this machine lacks them, which must reproduce
@@ -112,9 +128,8 @@ def ensure_weights(source, n_rounds, out, work, threads):
                              config_dict={**config_dict(source, work, threads), "rsir_rounds": n_rounds - 1})
             with open(result_path(out, source), encoding="utf-8") as f:
                 published = json.load(f)["rounds"][:n_rounds]
-            same = [r["protocols"] for r in again["rounds"]] == [r["protocols"] for r in published]
-            print(f"{source.name}: the rounds computed again {'match' if same else 'DIFFER FROM'} its "
-                  f"published results", flush=True)
+            print(f"{source.name}: the rounds computed again {differences(again['rounds'], published)}",
+                  flush=True)
     finally:
         release(folder)
 
