@@ -122,6 +122,17 @@ def test_a_run_without_its_weights_goes_on_from_its_saved_generation(killed_in_r
     assert RoundStore(cut).finished() == [0, 1, 2]
 
 
+def test_a_run_not_started_yet_publishes_no_state(tmp_path):
+    """A study copies shared rounds into a run's folder before the run starts (and writes its config):
+    there is nothing to publish yet."""
+    round0 = tmp_path / "run" / "rounds" / "round0"
+    round0.mkdir(parents=True)
+    (round0 / "result.json").write_text("{}")
+    (round0 / "synthetic.npz").write_bytes(b"")
+    assert not publish_state(str(tmp_path / "run"), str(tmp_path / "state"))
+    assert not (tmp_path / "state").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("pending", [True, False])
 def test_a_published_state_restores_on_another_machine_to_the_same_results(killed_in_round2, monkeypatch,

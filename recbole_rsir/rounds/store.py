@@ -212,6 +212,8 @@ def publish_state(output_dir, state):
     generated sequences, which leave the state when their round is finished (its
     ``synthetic.npz`` holds them). True if ``state`` changed."""
     rounds, changed, k = os.path.join(output_dir, "rounds"), False, 0
+    if not os.path.isfile(os.path.join(output_dir, RUN_CONFIG)):     # not started (rounds may be copied in)
+        return False
     while os.path.isfile(os.path.join(rounds, f"round{k}", "result.json")):
         done_there = os.path.join(state, f"round{k}")
         if not os.path.isfile(os.path.join(done_there, FINISHED[0])):

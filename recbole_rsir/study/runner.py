@@ -181,8 +181,11 @@ def publish(args, runs, candidates):
     """Publish the new rounds of ``candidates``; rebuild and commit each dataset that got some."""
     changed = set()
     for run in candidates:
-        if publish_progress(args.out, args.work, run):
-            changed.add(run.dataset)
+        try:
+            if publish_progress(args.out, args.work, run):
+                changed.add(run.dataset)
+        except OSError as err:               # the run's folder changing under us: next time, not a stop
+            print(f"warning: could not publish {run.name} yet: {err}", file=sys.stderr, flush=True)
     for dataset in sorted(changed):
         report(args, runs, dataset)
         if args.commit:
