@@ -95,7 +95,8 @@ def _arm_runs(dataset, model, seed, rounds, arm, first_seed, files, strong=False
         return [run("ft", rounds=rounds, overrides={"rsir_mode": "finetune"}, round0_from="rsir",
                     needs=("rsir",))] if seed == first_seed else []
     if arm == "aug" or arm in OPERATOR_ARMS:
-        return [run(name, rounds=0, extra=name, needs=("rsir",)) for name in (OPERATOR_ARMS if arm == "aug" else (arm,))]
+        names = OPERATOR_ARMS if arm == "aug" else (arm,)
+        return [run(name, rounds=0, extra=name, needs=("rsir",)) for name in names]
     if arm == "w2s":
         return [run("w2s-small", rounds=0, overrides=dict(SMALL_MODEL)),
                 run("w2s", rounds=0, extra="w2s", needs=("w2s-small",))]

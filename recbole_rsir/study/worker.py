@@ -137,19 +137,20 @@ def ensure_weights(source, n_rounds, out, work, threads):
 def share_rounds(run, out, work, threads):
     """Start the run from the first ``run.shared_rounds`` rounds of ``run.round0_from`` (the same
     settings up to there, so the same models and data)."""
-    target = lambda k: os.path.join(run_dir(work, run), "rounds", f"round{k}")  # noqa: E731
-    missing = [k for k in range(run.shared_rounds) if not os.path.isdir(target(k))]
+    rounds = os.path.join(run_dir(work, run), "rounds")
+    missing = [k for k in range(run.shared_rounds) if not os.path.isdir(os.path.join(rounds, f"round{k}"))]
     if not missing:                           # shared before, or restored with the run's state
         return
     with open(result_path(out, run, run.round0_from), encoding="utf-8") as f:
         base = Run.from_dict(json.load(f)["run"])
     ensure_weights(base, run.shared_rounds, out, work, threads)
+    os.makedirs(rounds, exist_ok=True)
     for k in missing:
-        source = os.path.join(run_dir(work, base), "rounds", f"round{k}")
-        os.makedirs(os.path.dirname(target(k)), exist_ok=True)
-        shutil.rmtree(target(k) + ".copy", ignore_errors=True)
-        shutil.copytree(source, target(k) + ".copy")
-        os.replace(target(k) + ".copy", target(k))
+        source, target = (os.path.join(folder, f"round{k}") for folder in
+                          (os.path.join(run_dir(work, base), "rounds"), rounds))
+        shutil.rmtree(target + ".copy", ignore_errors=True)
+        shutil.copytree(source, target + ".copy")
+        os.replace(target + ".copy", target)
 
 
 def extra_builder(run, out, work, threads, stats):
