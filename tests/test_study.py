@@ -167,6 +167,32 @@ def test_variant_arms_reuse_their_base_round0_and_turn_one_option_on():
     assert [r.arm for r in plan(["d"], ["HSTU"], [1], 1, ["judge"])] == ["rsir", "judge-previous", "judge-SASRec"]
 
 
+def test_estimates_count_partial_rounds_and_leave_out_the_done_ones(tmp_path):
+    """Round 0 takes 100 s, a later round 10, 20 or 30 s (mean 20 s); a run with rounds 0-2 done is
+    one later round from the end, whatever its arm shares."""
+    by_arm = {r.arm: r for r in plan(["d"], ["SASRec"], [1], 3, ["nofid", "judge", "sweep"])}
+    rsir, nofid = by_arm["rsir"], by_arm["nofid"]
+
+    def write(run, path, seconds):
+        rounds = [{"round": k, "train_seconds": s, "generate_seconds": 0.0} for k, s in enumerate(seconds)]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump({"run": run.as_dict(), "rounds": rounds}, f)
+
+    write(rsir, worker.partial_path(str(tmp_path), rsir), [100.0, 10.0, 20.0])
+    write(nofid, worker.partial_path(str(tmp_path), nofid), [100.0, 30.0])    # its round 0 is rsir's, not counted
+    seconds = runner.measured_seconds(str(tmp_path), ["d"])
+    assert seconds == {("d", "SASRec", "default", False): 100.0, ("d", "SASRec", "default", True): 20.0}
+    assert runner.finished_rounds(str(tmp_path), rsir) == 3 and runner.finished_rounds(str(tmp_path), nofid) == 2
+    assert runner.estimate(rsir, seconds) == 100.0 + 3 * 20.0
+    assert runner.estimate(rsir, seconds, finished=3) == 20.0
+    assert runner.estimate(nofid, seconds) == 3 * 20.0 and runner.estimate(nofid, seconds, finished=2) == 2 * 20.0
+    judged = by_arm["judge-previous"]                                     # shares rounds 0 and 1
+    assert runner.estimate(judged, seconds) == 2 * 20.0 and runner.estimate(judged, seconds, finished=4) == 0.0
+    assert runner.estimate(by_arm["sweep-tau5-p0.25"], seconds) == 20.0
+    assert runner.estimate(plan(["d"], ["SASRec"], [1], 3, ["strong"])[-1], seconds) is None
+
+
 # ---- report arithmetic ------------------------------------------------------------------
 
 def _fake_payload(model, arm, seed, recall):

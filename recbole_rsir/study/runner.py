@@ -24,7 +24,7 @@ from recbole_rsir.errors import InputError
 from recbole_rsir.study.plan import ARMS, DEFAULT_ARMS, OPERATOR_ARMS, Run, plan
 from recbole_rsir.study.report import build_report
 from recbole_rsir.study.summary import SUMMARY, write_summary
-from recbole_rsir.study.worker import claim, publish_progress, release, result_path, run_dir
+from recbole_rsir.study.worker import claim, partial_path, publish_progress, release, result_path, run_dir
 from recbole_rsir.utils import get_model
 
 
@@ -98,12 +98,18 @@ def _family(run):
     return "w2s-small" if run.arm == "w2s-small" else "default"
 
 
+def _results_files(out, dataset):
+    pattern = os.path.join(out, dataset, "runs", "*", "*", "seed*[0-9]")
+    return sorted(glob.glob(pattern + ".json") + glob.glob(pattern + ".partial.json"))
+
+
 def measured_seconds(out, datasets):
     """Mean seconds of a round 0 and of a later round, per (dataset, model, family), from every
-    finished run's results file of ``datasets`` (other seeds and arms than the plan's count too)."""
+    round in a results file of ``datasets``, finished runs' and partial ones' (other seeds and arms
+    than the plan's count too)."""
     samples = {}
     for dataset in datasets:
-        for path in sorted(glob.glob(os.path.join(out, dataset, "runs", "*", "*", "seed*[0-9].json"))):
+        for path in _results_files(out, dataset):
             with open(path, encoding="utf-8") as f:
                 payload = json.load(f)
             run = Run.from_dict(payload["run"])
@@ -115,20 +121,32 @@ def measured_seconds(out, datasets):
     return {k: sum(v) / len(v) for k, v in samples.items()}
 
 
-def estimate(run, seconds):
-    """Estimated seconds of a pending run, or None where nothing like it was measured yet."""
-    first = 0.0 if run.round0_from else seconds.get((run.dataset, run.model, _family(run), False))
-    computed = run.rounds - (run.shared_rounds - 1 if run.round0_from else 0)     # rounds after round 0
-    later = seconds.get((run.dataset, run.model, _family(run), True)) if computed else 0.0
+def finished_rounds(out, run):
+    """How many rounds (0, 1, ...) of a pending run its partial results file already has."""
+    path = partial_path(out, run)
+    if not os.path.isfile(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        return len(json.load(f)["rounds"])
+
+
+def estimate(run, seconds, finished=0):
+    """Estimated seconds of a pending run whose rounds before ``finished`` are done, or None where
+    nothing like it was measured yet."""
+    own_first = not run.round0_from and finished == 0
+    first = seconds.get((run.dataset, run.model, _family(run), False)) if own_first else 0.0
+    start = max(finished, run.shared_rounds if run.round0_from else 1)
+    computed = run.rounds + 1 - start                                          # rounds after round 0 to run
+    later = seconds.get((run.dataset, run.model, _family(run), True)) if computed > 0 else 0.0
     if first is None or later is None:
         return None
-    return first + computed * later
+    return first + max(computed, 0) * later
 
 
 def print_plan(runs, out, jobs):
     seconds = measured_seconds(out, sorted({r.dataset for r in runs}))
     pending = [r for r in runs if not done(out, r)]
-    known = [estimate(r, seconds) for r in pending]
+    known = [estimate(r, seconds, finished_rounds(out, r)) for r in pending]
     print(f"study plan: {len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} to run")
     for run, est in zip(pending, known):
         waits = [a for a in run.needs if not done(out, _sibling(run, a))]
