@@ -204,7 +204,7 @@ class RSIRRounds:
         settle_train_path(config, self.trainer_class)
         model = get_model(name)(config, self.train_data.dataset).to(config["device"])
         trainer = self.trainer_class(config, model)
-        trainer.saved_model_file = os.path.join(self.store.round_dir(round_index) + ".tmp", "judge.pth")
+        trainer.saved_model_file = os.path.join(self.store.round_dir(round_index, pending=True), "judge.pth")
         trainer.round_index = round_index
         loader = training_loader(config, self.train_data, self.real, self.extra.concat(self.synthetic))
         trainer.fit(loader, self.protocols[self.protocol]["valid"], saved=True, show_progress=self.show_progress,
@@ -224,7 +224,7 @@ class RSIRRounds:
         if saved is not None:
             sequences, stats, seconds = saved
             self.logger.info(set_color(f"round {round_index} generation", "green") +
-                             f": {len(sequences)} sequences reused from {self.store.round_dir(round_index)}.tmp")
+                             f": {len(sequences)} sequences reused from {self.store.round_dir(round_index, pending=True)}")
         else:
             model = self.needed(model, round_index - 1, f"to generate round {round_index}")
             judge, settings = self.judge(round_index), self.settings.for_round(round_index)

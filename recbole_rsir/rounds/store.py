@@ -75,6 +75,12 @@ def load_sequences(path):
         return SequenceSet(data["items"], data["offsets"], data["timestamps"], data["users"])
 
 
+def round_path(folder, k, pending=False):
+    """Round k's folder in ``folder`` (a run's ``rounds/`` or a published state, which share the
+    layout): ``round<k>`` once finished, ``round<k>.tmp`` while in progress."""
+    return os.path.join(folder, f"round{k}.tmp" if pending else f"round{k}")
+
+
 class RoundStore:
     """Finished rounds and the checkpoint of the one in progress, on disk. In a distributed run
     every rank reads it and rank 0 (``writer``) alone writes."""
@@ -84,13 +90,13 @@ class RoundStore:
         self.writer = writer
         self.rounds_dir = os.path.join(output_dir, "rounds")
 
-    def round_dir(self, k):
-        return os.path.join(self.rounds_dir, f"round{k}")
+    def round_dir(self, k, pending=False):
+        return round_path(self.rounds_dir, k, pending)
 
     def begin(self, k):
         """The temporary folder for round k, emptied but for the checkpoint of an interrupted
         training (training saves there and resumes from it)."""
-        tmp = self.round_dir(k) + ".tmp"
+        tmp = self.round_dir(k, pending=True)
         if not self.writer:
             return tmp
         os.makedirs(tmp, exist_ok=True)
@@ -106,12 +112,12 @@ class RoundStore:
         return path if os.path.isfile(path) else None
 
     def checkpoint(self, k):
-        return os.path.join(self.round_dir(k) + ".tmp", "model.pth")
+        return os.path.join(self.round_dir(k, pending=True), "model.pth")
 
     def commit(self, k, result, synthetic, state_dict):
         """Round k is finished: its best weights (in place of the trainer's checkpoint, which any
         trainer may have written), its accepted sequences and its result, renamed into place."""
-        tmp = self.round_dir(k) + ".tmp"
+        tmp = self.round_dir(k, pending=True)
         if not self.writer:
             return
         try:
@@ -150,7 +156,7 @@ class RoundStore:
         """Round k's generated sequences, kept until the round is finished."""
         if not self.writer:
             return
-        tmp = self.round_dir(k) + ".tmp"
+        tmp = self.round_dir(k, pending=True)
         try:
             save_sequences(os.path.join(tmp, GENERATED[0]), sequences)
             save_json(os.path.join(tmp, GENERATED[1]), {"stats": stats, "seconds": seconds})
@@ -160,7 +166,7 @@ class RoundStore:
 
     def generated(self, k):
         """``(sequences, stats, seconds)`` an earlier try of round k generated, or None."""
-        tmp = self.round_dir(k) + ".tmp"
+        tmp = self.round_dir(k, pending=True)
         if not os.path.isfile(os.path.join(tmp, GENERATED[1])):   # written last
             return None
         record = read(os.path.join(tmp, GENERATED[1]), _read_json)
@@ -214,28 +220,28 @@ def publish_state(output_dir, state):
     rounds, changed, k = os.path.join(output_dir, "rounds"), False, 0
     if not os.path.isfile(os.path.join(output_dir, RUN_CONFIG)):     # not started (rounds may be copied in)
         return False
-    while os.path.isfile(os.path.join(rounds, f"round{k}", "result.json")):
-        done_there = os.path.join(state, f"round{k}")
+    while os.path.isfile(os.path.join(source := round_path(rounds, k), FINISHED[0])):
+        done_there, pending_there = round_path(state, k), round_path(state, k, pending=True)
         if not os.path.isfile(os.path.join(done_there, FINISHED[0])):
             if k == 0:
                 _copy(os.path.join(output_dir, RUN_CONFIG), os.path.join(state, RUN_CONFIG))
-            generated = os.path.join(done_there + ".tmp", GENERATED[0])
+            generated = os.path.join(pending_there, GENERATED[0])
             if os.path.isfile(generated):                      # the same sequences: moved, one blob in git
                 os.makedirs(done_there, exist_ok=True)
                 os.replace(generated, os.path.join(done_there, FINISHED[1]))
             else:
-                _copy(os.path.join(rounds, f"round{k}", FINISHED[1]), os.path.join(done_there, FINISHED[1]))
-            _copy(os.path.join(rounds, f"round{k}", FINISHED[0]), os.path.join(done_there, FINISHED[0]))
+                _copy(os.path.join(source, FINISHED[1]), os.path.join(done_there, FINISHED[1]))
+            _copy(os.path.join(source, FINISHED[0]), os.path.join(done_there, FINISHED[0]))
             changed = True
-        if os.path.isdir(done_there + ".tmp"):
-            shutil.rmtree(done_there + ".tmp")
+        if os.path.isdir(pending_there):
+            shutil.rmtree(pending_there)
             changed = True
         k += 1
-    pending = os.path.join(rounds, f"round{k}.tmp")
+    pending, pending_there = round_path(rounds, k, pending=True), round_path(state, k, pending=True)
     if os.path.isfile(os.path.join(pending, GENERATED[1])) and not os.path.isfile(
-            os.path.join(state, f"round{k}.tmp", GENERATED[1])):
+            os.path.join(pending_there, GENERATED[1])):
         for name in GENERATED:                                # generated.json last, as the store writes it
-            _copy(os.path.join(pending, name), os.path.join(state, f"round{k}.tmp", name))
+            _copy(os.path.join(pending, name), os.path.join(pending_there, name))
         changed = True
     return changed
 
@@ -247,28 +253,28 @@ def restore_state(state, output_dir):
     (trained again from its own sequences, which reproduces it). Returns the rounds restored."""
     rounds = os.path.join(output_dir, "rounds")
     finished = 0
-    while os.path.isfile(os.path.join(state, f"round{finished}", FINISHED[0])):
+    while os.path.isfile(os.path.join(round_path(state, finished), FINISHED[0])):
         finished += 1
-    if os.path.isfile(os.path.join(state, f"round{finished}.tmp", GENERATED[1])):
-        keep, pending = finished, os.path.join(state, f"round{finished}.tmp")
+    if os.path.isfile(os.path.join(round_path(state, finished, pending=True), GENERATED[1])):
+        keep, pending = finished, round_path(state, finished, pending=True)
     elif finished > 1:
         keep, pending = finished - 1, None
     else:
         return []
-    target = os.path.join(rounds, f"round{keep}.tmp")
+    target = round_path(rounds, keep, pending=True)
     here = len(RoundStore(output_dir).finished())
     if here > keep or os.path.isfile(os.path.join(target, GENERATED[1])):
         return []                                             # this machine is as far or further
     _copy(os.path.join(state, RUN_CONFIG), os.path.join(output_dir, RUN_CONFIG))
     for k in range(here, keep):
-        shutil.rmtree(os.path.join(rounds, f"round{k}.tmp"), ignore_errors=True)
-        shutil.copytree(os.path.join(state, f"round{k}"), os.path.join(rounds, f"round{k}.copy"), dirs_exist_ok=True)
-        os.replace(os.path.join(rounds, f"round{k}.copy"), os.path.join(rounds, f"round{k}"))
+        shutil.rmtree(round_path(rounds, k, pending=True), ignore_errors=True)
+        shutil.copytree(round_path(state, k), round_path(rounds, k) + ".copy", dirs_exist_ok=True)
+        os.replace(round_path(rounds, k) + ".copy", round_path(rounds, k))
     if pending:
         for name in GENERATED:
             _copy(os.path.join(pending, name), os.path.join(target, name))
     else:
-        done_there = os.path.join(state, f"round{keep}")
+        done_there = round_path(state, keep)
         with open(os.path.join(done_there, FINISHED[0]), encoding="utf-8") as f:
             record = json.load(f)
         _copy(os.path.join(done_there, FINISHED[1]), os.path.join(target, GENERATED[0]))

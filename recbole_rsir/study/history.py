@@ -23,6 +23,7 @@ from recbole_rsir.config import Config
 from recbole_rsir.data import create_dataset
 from recbole_rsir.evaluation.by_length import full_sort_by_length
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
+from recbole_rsir.rounds.store import RoundStore
 from recbole_rsir.study.plan import STRONG_PRESET, Run
 from recbole_rsir.study.worker import partial_path, result_path, run_dir
 
@@ -62,7 +63,7 @@ def measure(model_name, dataset, arm, seed, work, out, config_files=()):
             with open(path, encoding="utf-8") as f:
                 rounds = {r["round"]: r for r in json.load(f)["rounds"]}
     rows, k = [], 0
-    while os.path.isfile(weights := os.path.join(run_dir(work, run), "rounds", f"round{k}", "model.pth")):
+    while os.path.isfile(weights := os.path.join(RoundStore(run_dir(work, run)).round_dir(k), "model.pth")):
         model = config.model_class(config, train_data.dataset)
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["state_dict"])
         slot_share, user_share = history_share(model, test_data, earlier, config["USER_ID_FIELD"])

@@ -21,7 +21,7 @@ from recbole_rsir.data.sequences import training_sequences
 from recbole_rsir.generation.generator import generate
 from recbole_rsir.generation.rules import GenerationSettings
 from recbole_rsir.quick_start import build_config, run_rsir
-from recbole_rsir.rounds.store import publish_state, restore_state, save_json
+from recbole_rsir.rounds.store import RoundStore, publish_state, restore_state, save_json
 from recbole_rsir.study.augment import augment
 from recbole_rsir.study.plan import SMALL_MODEL, Run
 from recbole_rsir.utils import get_model
@@ -115,7 +115,7 @@ def ensure_weights(source, n_rounds, out, work, threads):
     computed again (one process at a time) where this machine lacks them, which must reproduce
     its published results; a mismatch is reported, not hidden."""
     folder = run_dir(work, source)
-    weights = [os.path.join(folder, "rounds", f"round{k}", "model.pth") for k in range(n_rounds)]
+    weights = [os.path.join(RoundStore(folder).round_dir(k), "model.pth") for k in range(n_rounds)]
     if all(os.path.isfile(p) for p in weights):
         return
     while not claim(folder):                  # another run is computing them
@@ -137,17 +137,16 @@ def ensure_weights(source, n_rounds, out, work, threads):
 def share_rounds(run, out, work, threads):
     """Start the run from the first ``run.shared_rounds`` rounds of ``run.round0_from`` (the same
     settings up to there, so the same models and data)."""
-    rounds = os.path.join(run_dir(work, run), "rounds")
-    missing = [k for k in range(run.shared_rounds) if not os.path.isdir(os.path.join(rounds, f"round{k}"))]
+    here = RoundStore(run_dir(work, run))
+    missing = [k for k in range(run.shared_rounds) if not os.path.isdir(here.round_dir(k))]
     if not missing:                           # shared before, or restored with the run's state
         return
     with open(result_path(out, run, run.round0_from), encoding="utf-8") as f:
         base = Run.from_dict(json.load(f)["run"])
     ensure_weights(base, run.shared_rounds, out, work, threads)
-    os.makedirs(rounds, exist_ok=True)
+    os.makedirs(here.rounds_dir, exist_ok=True)
     for k in missing:
-        source, target = (os.path.join(folder, f"round{k}") for folder in
-                          (os.path.join(run_dir(work, base), "rounds"), rounds))
+        source, target = RoundStore(run_dir(work, base)).round_dir(k), here.round_dir(k)
         shutil.rmtree(target + ".copy", ignore_errors=True)
         shutil.copytree(source, target + ".copy")
         os.replace(target + ".copy", target)
