@@ -217,7 +217,7 @@ def publish_state(output_dir, state):
     study commits): its config, the finished rounds (written once) and the round in progress's
     generated sequences, which leave the state when their round is finished (its
     ``synthetic.npz`` holds them). True if ``state`` changed."""
-    rounds, changed, k = os.path.join(output_dir, "rounds"), False, 0
+    rounds, changed, k = RoundStore(output_dir).rounds_dir, False, 0
     if not os.path.isfile(os.path.join(output_dir, RUN_CONFIG)):     # not started (rounds may be copied in)
         return False
     while os.path.isfile(os.path.join(source := round_path(rounds, k), FINISHED[0])):
@@ -251,7 +251,7 @@ def restore_state(state, output_dir):
     rounds, as far as they go on without weights: finished rounds 0..j-1 and round j's sequences,
     where j is the round in progress (its generation published), or else the last finished round
     (trained again from its own sequences, which reproduces it). Returns the rounds restored."""
-    rounds = os.path.join(output_dir, "rounds")
+    rounds = RoundStore(output_dir).rounds_dir
     finished = 0
     while os.path.isfile(os.path.join(round_path(state, finished), FINISHED[0])):
         finished += 1

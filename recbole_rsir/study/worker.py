@@ -172,7 +172,7 @@ def extra_builder(run, out, work, threads, stats):
         small_config = build_config(run.model, run.dataset, config_file_list=list(run.config_files) or None,
                                     config_dict=config_dict(small, work, threads))
         model = get_model(run.model)(small_config, train_data.dataset).to(config["device"])
-        weights = os.path.join(run_dir(work, small), "rounds", "round0", "model.pth")
+        weights = os.path.join(RoundStore(run_dir(work, small)).round_dir(0), "model.pth")
         model.load_state_dict(torch.load(weights, map_location=config["device"], weights_only=True)["state_dict"])
         result = generate(model, real, GenerationSettings.from_config(config), seed=config["seed"] + 1)
         stats.update(kind="w2s", **result.stats())
