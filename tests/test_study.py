@@ -15,11 +15,11 @@ from scipy import stats
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
-from recbole_rsir.study import runner, worker
+from recbole_rsir.study import estimates, runner, worker
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
 from recbole_rsir.study.claims import verdict
 from recbole_rsir.study.history import history_share
-from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, plan
+from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, Run, plan
 from recbole_rsir.study.report import build_report
 from recbole_rsir.study.summary import summary_table
 
@@ -144,6 +144,14 @@ def test_plan_orders_dependencies_and_shares_round0():
     assert [r.arm for r in both] == ["rsir"] + [f"aug-{op}" for op in OPERATORS]
 
 
+def test_a_plan_of_two_datasets_has_each_datasets_runs():
+    arms = ["nofid", "ft", "aug", "w2s", "strong"]
+    one = [r.name for r in plan(["d"], ["SASRec"], [1, 2], 3, arms)]
+    both = plan(["d", "e"], ["SASRec"], [1, 2], 3, arms)
+    assert [r.name for r in both if r.dataset == "d"] == one == [r.name for r in both if r.dataset == "e"]
+    assert len({r.key for r in both}) == len(both) == 2 * len(one)
+
+
 def test_variant_arms_reuse_their_base_round0_and_turn_one_option_on():
     runs = plan(["d"], ["SASRec"], [1, 2], 3, ["tau", "judge", "refine", "strong"])
     names = [r.name for r in runs]
@@ -167,30 +175,31 @@ def test_variant_arms_reuse_their_base_round0_and_turn_one_option_on():
     assert [r.arm for r in plan(["d"], ["HSTU"], [1], 1, ["judge"])] == ["rsir", "judge-previous", "judge-SASRec"]
 
 
-def test_estimates_count_partial_rounds_and_leave_out_the_done_ones(tmp_path):
+def test_estimates_count_partial_rounds_and_leave_out_the_done_ones():
     """Round 0 takes 100 s, a later round 10, 20 or 30 s (mean 20 s); a run with rounds 0-2 done is
     one later round from the end, whatever its arm shares."""
     by_arm = {r.arm: r for r in plan(["d"], ["SASRec"], [1], 3, ["nofid", "judge", "sweep"])}
     rsir, nofid = by_arm["rsir"], by_arm["nofid"]
 
-    def write(run, path, seconds):
+    def partial(run, seconds):
         rounds = [{"round": k, "train_seconds": s, "generate_seconds": 0.0} for k, s in enumerate(seconds)]
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump({"run": run.as_dict(), "rounds": rounds}, f)
+        return {"run": run.as_dict(), "rounds": rounds, "complete": False}
 
-    write(rsir, worker.partial_path(str(tmp_path), rsir), [100.0, 10.0, 20.0])
-    write(nofid, worker.partial_path(str(tmp_path), nofid), [100.0, 30.0])    # its round 0 is rsir's, not counted
-    seconds = runner.measured_seconds(str(tmp_path), ["d"])
-    assert seconds == {("d", "SASRec", "default", False): 100.0, ("d", "SASRec", "default", True): 20.0}
-    assert runner.finished_rounds(str(tmp_path), rsir) == 3 and runner.finished_rounds(str(tmp_path), nofid) == 2
-    assert runner.estimate(rsir, seconds) == 100.0 + 3 * 20.0
-    assert runner.estimate(rsir, seconds, finished=3) == 20.0
-    assert runner.estimate(nofid, seconds) == 3 * 20.0 and runner.estimate(nofid, seconds, finished=2) == 2 * 20.0
+    payloads = [partial(rsir, [100.0, 5.0, 15.0]), partial(nofid, [100.0, 35.0])]   # nofid's round 0 is rsir's
+    payloads[0]["rounds"][1]["generate_seconds"] = 5.0                              # generation counts too
+    seconds = estimates.round_seconds(payloads)
+    assert seconds == {("SASRec", "default", False): 100.0, ("SASRec", "default", True): 20.0}
+    assert [estimates.finished_rounds(p) for p in payloads] == [3, 2]
+    assert estimates.finished_rounds(None) == 0 and estimates.finished_rounds({**payloads[0], "complete": True}) == 0
+    assert estimates.estimate(rsir, seconds) == 100.0 + 3 * 20.0
+    assert estimates.estimate(rsir, seconds, finished=3) == 20.0
+    assert estimates.estimate(nofid, seconds) == 3 * 20.0 and estimates.estimate(nofid, seconds, finished=2) == 40.0
     judged = by_arm["judge-previous"]                                     # shares rounds 0 and 1
-    assert runner.estimate(judged, seconds) == 2 * 20.0 and runner.estimate(judged, seconds, finished=4) == 0.0
-    assert runner.estimate(by_arm["sweep-tau5-p0.25"], seconds) == 20.0
-    assert runner.estimate(plan(["d"], ["SASRec"], [1], 3, ["strong"])[-1], seconds) is None
+    assert estimates.estimate(judged, seconds) == 2 * 20.0 and estimates.estimate(judged, seconds, finished=4) == 0
+    assert estimates.estimate(by_arm["sweep-tau5-p0.25"], seconds) == 20.0
+    strong = plan(["d"], ["SASRec"], [1], 3, ["strong"])[-1]
+    assert estimates.estimate(strong, seconds) is None
+    assert estimates.total_line([60.0 * 60, 30.0 * 60, None], jobs=1).startswith("1.5 h with 1 job for the 2 runs")
 
 
 # ---- report arithmetic ------------------------------------------------------------------
@@ -201,8 +210,8 @@ def _fake_payload(model, arm, seed, recall):
                                                                          ("exclude_history", recall[1]))}
     rounds = [{"round": 0, "protocols": protocols, "n_real_sequences": 10, "n_synthetic_sequences": 0,
                "n_extra_sequences": 0, "n_interactions": 50, "n_items": 20, "generation": {},
-               "train_seconds": 1.0, "generate_seconds": 0.0}]
-    return {"run": {"model": model, "arm": arm, "seed": seed, "rounds": 0}, "rounds": rounds, "extra": {}}
+               "train_seconds": 600.0, "generate_seconds": 0.0}]
+    return {"run": Run("d", model, arm, seed, 0).as_dict(), "rounds": rounds, "extra": {}}
 
 
 def test_report_means_changes_and_paired_test(tmp_path):
@@ -225,8 +234,9 @@ def test_report_means_changes_and_paired_test(tmp_path):
         assert row in text
         assert f"{c.mean() / b.mean() - 1:+.1%} | " in text
         assert f"| {stats.ttest_rel(c, b).pvalue:.3f} |" in text
-    for name in missing:
-        assert f"- {name}" in text
+    for name in missing:                                  # each an own round 0 of the measured 600 s
+        assert f"- {name}: ~10 min" in text
+    assert f"measured so far: {len(missing) * 600 / 3600:.1f} h with 1 job for the {len(missing)} runs" in text
     assert "variants.png" not in text and not (tmp_path / "plots" / "SASRec-variants.png").exists()
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["runs"]) == 6 and results["missing"] == missing
@@ -494,8 +504,8 @@ def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):
     assert published["complete"] is False and published["rounds"] == saved["rounds"]
     assert published["run"]["arm"] == "strong" and published["run"]["rounds"] == 3
     report = (folder / "report.md").read_text()
-    assert "- SASRec/strong/seed1 (in progress: 2 of 4 rounds published)" in report
-    assert "- SASRec/rsir/seed1\n" in report
+    assert "- SASRec/strong/seed1 (in progress: 2 of 4 rounds published): ~" in report
+    assert "- SASRec/rsir/seed1: not measured yet\n" in report          # only strong rounds are
     assert "| strong + RSIR round 1 | 1 | 0.3000 |" in report and "| strong + RSIR round 1 | 1 | 0.4000 |" in report
     assert "(0 finished runs, 1 in progress" in report
     stamp = partial.stat().st_mtime_ns

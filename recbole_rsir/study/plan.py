@@ -73,6 +73,11 @@ class Run:
     def name(self):
         return f"{self.model}/{self.arm}/seed{self.seed}"
 
+    @property
+    def key(self):
+        """Unique across the datasets of a study (``name`` is within one dataset's results)."""
+        return f"{self.dataset}/{self.name}"
+
     def as_dict(self):
         return asdict(self)
 
@@ -140,5 +145,5 @@ def plan(datasets, models, seeds, rounds, arms, config_files=()):
                                           strong="strong" in arms))
     unique = {}
     for run in runs:                       # aug and one of its operators name the same run
-        unique.setdefault(run.name, run)
+        unique.setdefault(run.key, run)
     return list(unique.values())

@@ -15,7 +15,8 @@ from scipy import stats
 
 from recbole_rsir.study.augment import OPERATORS
 from recbole_rsir.study.claims import CLAIMS, verdict
-from recbole_rsir.study.plan import SWEEP_P, SWEEP_TAU, VARIANT_ARMS, variants
+from recbole_rsir.study.estimates import estimate, finished_rounds, minutes, round_seconds, total_line
+from recbole_rsir.study.plan import SWEEP_P, SWEEP_TAU, VARIANT_ARMS, Run, variants
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10")
 TESTED = ("recall@10", "ndcg@10")
@@ -405,13 +406,18 @@ def build_report(folder, dataset, planned):
     known.update({r.name: {"name": r.name, **r.as_dict()} for r in planned})
     with open(plan_path, "w", encoding="utf-8") as f:
         json.dump(sorted(known.values(), key=lambda r: r["name"]), f, indent=1)
-    missing = []
+    missing, left = [], []
+    seconds = round_seconds(runs.values())
     for name, r in sorted(known.items()):
         payload = runs.get((r["model"], r["arm"], r["seed"]))
         if payload is None:
             missing.append(name)
         elif _in_progress(payload):
             missing.append(f"{name} (in progress: {len(payload['rounds'])} of {r['rounds'] + 1} rounds published)")
+        else:
+            continue
+        left.append(estimate(Run.from_dict({k: v for k, v in r.items() if k != "name"}), seconds,
+                             finished_rounds(payload)))
 
     with open(os.path.join(folder, "results.json"), "w", encoding="utf-8") as f:
         json.dump({"dataset": dataset, "missing": missing,
@@ -460,7 +466,9 @@ def build_report(folder, dataset, planned):
             pictures.append(f"![tau x p sweep](plots/{model}-sweep.png)")
         md += pictures + [""]
     md += ["## Missing", ""]
-    md += [f"- {name}" for name in missing] or ["Every planned run is finished."]
+    if missing:
+        md += [f"Estimated from the rounds measured so far: {total_line(left)}.", ""]
+    md += [f"- {name}: {minutes(est)}" for name, est in zip(missing, left)] or ["Every planned run is finished."]
     with open(os.path.join(folder, "report.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(md) + "\n")
     return missing

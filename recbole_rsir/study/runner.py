@@ -12,7 +12,6 @@ may run side by side (one job each uses two cores best): a run one of them is ru
 claimed in its work folder, and the other leaves it alone.
 """
 import argparse
-import glob
 import json
 import os
 import subprocess
@@ -21,10 +20,11 @@ import time
 
 from recbole_rsir.data.bundled import BUNDLED
 from recbole_rsir.errors import InputError
-from recbole_rsir.study.plan import ARMS, DEFAULT_ARMS, OPERATOR_ARMS, Run, plan
-from recbole_rsir.study.report import build_report
+from recbole_rsir.study.plan import ARMS, DEFAULT_ARMS, OPERATOR_ARMS, plan
+from recbole_rsir.study.estimates import estimate, finished_rounds, minutes, round_seconds, total_line
+from recbole_rsir.study.report import build_report, load_runs
 from recbole_rsir.study.summary import SUMMARY, write_summary
-from recbole_rsir.study.worker import claim, partial_path, publish_progress, release, result_path, run_dir
+from recbole_rsir.study.worker import claim, publish_progress, release, result_path, run_dir
 from recbole_rsir.utils import get_model
 
 
@@ -92,69 +92,18 @@ def done(out, run):
     return os.path.isfile(result_path(out, run))
 
 
-def _family(run):
-    if run.arm.startswith("strong"):
-        return "strong"
-    return "w2s-small" if run.arm == "w2s-small" else "default"
-
-
-def _results_files(out, dataset):
-    pattern = os.path.join(out, dataset, "runs", "*", "*", "seed*[0-9]")
-    return sorted(glob.glob(pattern + ".json") + glob.glob(pattern + ".partial.json"))
-
-
-def measured_seconds(out, datasets):
-    """Mean seconds of a round 0 and of a later round, per (dataset, model, family), from every
-    round in a results file of ``datasets``, finished runs' and partial ones' (other seeds and arms
-    than the plan's count too)."""
-    samples = {}
-    for dataset in datasets:
-        for path in _results_files(out, dataset):
-            with open(path, encoding="utf-8") as f:
-                payload = json.load(f)
-            run = Run.from_dict(payload["run"])
-            for r in payload["rounds"]:
-                if run.round0_from and r["round"] < run.shared_rounds:
-                    continue
-                key = (run.dataset, run.model, _family(run), r["round"] > 0)
-                samples.setdefault(key, []).append(r["train_seconds"] + r["generate_seconds"])
-    return {k: sum(v) / len(v) for k, v in samples.items()}
-
-
-def finished_rounds(out, run):
-    """How many rounds (0, 1, ...) of a pending run its partial results file already has."""
-    path = partial_path(out, run)
-    if not os.path.isfile(path):
-        return 0
-    with open(path, encoding="utf-8") as f:
-        return len(json.load(f)["rounds"])
-
-
-def estimate(run, seconds, finished=0):
-    """Estimated seconds of a pending run whose rounds before ``finished`` are done, or None where
-    nothing like it was measured yet."""
-    own_first = not run.round0_from and finished == 0
-    first = seconds.get((run.dataset, run.model, _family(run), False)) if own_first else 0.0
-    start = max(finished, run.shared_rounds if run.round0_from else 1)
-    computed = run.rounds + 1 - start                                          # rounds after round 0 to run
-    later = seconds.get((run.dataset, run.model, _family(run), True)) if computed > 0 else 0.0
-    if first is None or later is None:
-        return None
-    return first + max(computed, 0) * later
-
-
 def print_plan(runs, out, jobs):
-    seconds = measured_seconds(out, sorted({r.dataset for r in runs}))
+    payloads = {d: load_runs(os.path.join(out, d)) for d in sorted({r.dataset for r in runs})}
+    seconds = {d: round_seconds(p.values()) for d, p in payloads.items()}
     pending = [r for r in runs if not done(out, r)]
-    known = [estimate(r, seconds, finished_rounds(out, r)) for r in pending]
+    known = [estimate(r, seconds[r.dataset], finished_rounds(payloads[r.dataset].get((r.model, r.arm, r.seed))))
+             for r in pending]
     print(f"study plan: {len(runs)} runs, {len(runs) - len(pending)} done, {len(pending)} to run")
     for run, est in zip(pending, known):
         waits = [a for a in run.needs if not done(out, _sibling(run, a))]
-        print(f"  {run.dataset:<24} {run.name:<40} {'~%.0f min' % (est / 60) if est else 'not measured yet':>17}"
+        print(f"  {run.dataset:<24} {run.name:<40} {minutes(est):>17}"
               + (f"  after {', '.join(waits)}" if waits else ""))
-    measured = [e for e in known if e is not None]
-    print(f"estimate: {sum(measured) / 3600 / jobs:.1f} h with {jobs} jobs for the {len(measured)} runs "
-          f"measured alike ({len(pending) - len(measured)} not measured yet)")
+    print(f"estimate: {total_line(known, jobs)}")
 
 
 def _sibling(run, arm):
@@ -229,9 +178,9 @@ def run_study(args):
             if len(running) >= args.jobs:
                 break
             needs = [_sibling(run, a) for a in run.needs]
-            if any(n.name in failed for n in needs):
+            if any(n.key in failed for n in needs):
                 pending.remove(run)
-                failed.add(run.name)
+                failed.add(run.key)
                 print(f"skip {run.dataset} {run.name}: a run it needs failed")
             elif all(done(args.out, n) for n in needs):
                 pending.remove(run)
@@ -250,7 +199,7 @@ def run_study(args):
             del running[process]
             release(run_dir(args.work, run))
             if process.returncode != 0 or not done(args.out, run):
-                failed.add(run.name)
+                failed.add(run.key)
                 print(f"FAILED {run.dataset} {run.name} (exit {process.returncode}); "
                       f"log: {os.path.join(run_dir(args.work, run), 'study.log')}", flush=True)
                 continue
