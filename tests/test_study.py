@@ -20,7 +20,7 @@ from recbole_rsir.study.augment import OPERATORS, augment, most_similar
 from recbole_rsir.study.claims import verdict
 from recbole_rsir.study.history import history_share
 from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, Run, plan
-from recbole_rsir.study.report import build_report
+from recbole_rsir.study.report import build_report, round_series
 from recbole_rsir.study.summary import summary_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -344,6 +344,22 @@ def test_report_sets_variants_beside_plain_rsir_with_their_generation(tmp_path, 
     assert f"| {base} | 1 | 2 | 15 | 70 | 0.23333 | 5 | 4.00 | 25.0% | 50.0% | 50.0% | 50 | - |" in text
     assert "![variants](plots/SASRec-variants.png)" in text
     assert (tmp_path / "plots" / "SASRec-variants.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_plotted_line_starts_from_the_base_of_its_own_seeds():
+    runs = {}
+    for arm, seed, recall in (("rsir", 1, [0.10, 0.14]), ("rsir", 2, [0.18, 0.22]), ("rsir", 3, [0.30, 0.33]),
+                              ("nofid", 2, [0.18, 0.25, 0.27])):
+        payload = _fake_payload("SASRec", arm, seed, (0.0, 0.0))
+        payload["rounds"] = [json.loads(json.dumps(payload["rounds"][0])) for _ in recall]
+        for k, (r, value) in enumerate(zip(payload["rounds"], recall)):
+            r["round"], r["protocols"]["recbole"]["test"]["recall@10"] = k, value
+        runs[("SASRec", arm, seed)] = payload
+    xs, ys, es, n = round_series(runs, "SASRec", 2, "recbole", "nofid", "rsir")
+    assert (xs, n) == ([0, 1, 2], 1) and ys == pytest.approx([0.18, 0.25, 0.27]) and es == [0.0, 0.0, 0.0]
+    xs, ys, es, n = round_series(runs, "SASRec", 2, "recbole", "rsir", "rsir")
+    assert (xs, n) == ([0, 1], 3) and ys == pytest.approx([0.58 / 3, 0.23])
+    assert es == pytest.approx([np.std([0.1, 0.18, 0.3], ddof=1), np.std([0.14, 0.22, 0.33], ddof=1)])
 
 
 def test_report_gives_the_per_user_taus_summary_where_there_is_no_one_tau(tmp_path):

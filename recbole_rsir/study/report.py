@@ -270,24 +270,34 @@ def _save(plt, fig, legend_ax, path, **legend):
     plt.close(fig)
 
 
+def round_series(runs, model, n_rounds, protocol, arm, base):
+    """``(rounds, means, sds, seeds)`` of test Recall@10 of ``arm`` from its ``base``'s round 0 on,
+    over the seeds ``arm``'s round 1 has: a line starts from its own seeds' base, not from the
+    base's mean over seeds the arm lacks."""
+    seeds = set(values(runs, model, arm, 1, protocol, "recall@10"))
+    xs, ys, es = [], [], []
+    for k in range(n_rounds + 1):
+        cell = [v for s, v in values(runs, model, arm if k else base, k, protocol, "recall@10").items() if s in seeds]
+        if cell:
+            xs.append(k)
+            ys.append(float(np.mean(cell)))
+            es.append(float(np.std(cell, ddof=1)) if len(cell) > 1 else 0.0)
+    return xs, ys, es, len(seeds)
+
+
 def plot_rounds(runs, model, n_rounds, path, arms):
     """Test Recall@10 per round (mean ± sd over seeds), one panel per protocol; ``arms``:
-    ``(arm, base arm, label, line style)``, each drawn from its base's round 0 on. False if no arm
-    has two rounds to draw."""
+    ``(arm, base arm, label, line style)``, each a ``round_series``. False if no arm has two
+    rounds to draw."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(PROTOCOLS), figsize=(10, 4), sharex=True)
     drawn = False
     for ax, protocol in zip(axes, PROTOCOLS):
         for arm, base, label, style in arms:
-            xs, ys, es = [], [], []
-            for k in range(n_rounds + 1):
-                cell = values(runs, model, arm if k else base, k, protocol, "recall@10")
-                if cell:
-                    xs.append(k)
-                    ys.append(np.mean(list(cell.values())))
-                    es.append(np.std(list(cell.values()), ddof=1) if len(cell) > 1 else 0.0)
+            xs, ys, es, n = round_series(runs, model, n_rounds, protocol, arm, base)
             if len(xs) > 1:
-                ax.errorbar(xs, ys, yerr=es, marker="o", linestyle=style, capsize=3, label=label)
+                ax.errorbar(xs, ys, yerr=es, marker="o", linestyle=style, capsize=3,
+                            label=f"{label} ({n} seed{'s' if n > 1 else ''})")
                 drawn = True
         ax.set_title(protocol.replace("_", " "), fontsize=10)
         ax.set_xlabel("round")
