@@ -11,6 +11,7 @@ core)     # SASRec's default base on both datasets: RSIR against augmentation, w
           # (the paper's collapse is on Sports, so its seed 2020 comes second) and fine-tuning, three seeds;
           # CL4SRec and HSTU on Beauty; then the tau x p sweep
     $S --dataset=amazon-beauty --seeds=2020 --arms=rsir,aug,nofid
+    $S --dataset=amazon-beauty --seeds=2020 --arms=rsir,ft     # needs weights: one sitting, so early in one
     $S --dataset=amazon-sports-outdoors --seeds=2020 --arms=rsir,aug,nofid
     $S --dataset=amazon-beauty --seeds=2020,2021,2022 --arms=rsir,aug,w2s
     $S --dataset=amazon-beauty --models=CL4SRec,HSTU --seeds=2020,2021 --arms=rsir
