@@ -420,12 +420,10 @@ def build_report(folder, dataset, planned):
     seconds = round_seconds(runs.values())
     for name, r in sorted(known.items()):
         payload = runs.get((r["model"], r["arm"], r["seed"]))
-        if payload is None:
-            missing.append(name)
-        elif _in_progress(payload):
-            missing.append(f"{name} (in progress: {len(payload['rounds'])} of {r['rounds'] + 1} rounds published)")
-        else:
+        if payload is not None and not _in_progress(payload):
             continue
+        missing.append(name if payload is None else
+                       f"{name} (in progress: {len(payload['rounds'])} of {r['rounds'] + 1} rounds published)")
         left.append(estimate(Run.from_dict({k: v for k, v in r.items() if k != "name"}), seconds,
                              finished_rounds(payload)))
 
