@@ -33,7 +33,9 @@ GENERATED = ("generated.npz", "generated.json")
 """A round's generated sequences and their statistics, in ``round<k>.tmp/`` until it is finished."""
 FINISHED = ("result.json", "synthetic.npz")
 """A finished round's files but its weights."""
-KEPT_ON_BEGIN = ("model.pth",) + GENERATED
+WEIGHTS = "model.pth"
+"""A round's weights: training's checkpoint in ``round<k>.tmp/``, the best epoch's in ``round<k>/``."""
+KEPT_ON_BEGIN = (WEIGHTS,) + GENERATED
 """What an earlier try of a round leaves for the next: training's checkpoint, the generation."""
 
 
@@ -111,8 +113,9 @@ class RoundStore:
         path = self.checkpoint(k)
         return path if os.path.isfile(path) else None
 
-    def checkpoint(self, k):
-        return os.path.join(self.round_dir(k, pending=True), "model.pth")
+    def checkpoint(self, k, pending=True):
+        """Round k's ``model.pth``: the training's checkpoint while in progress, its best weights once finished."""
+        return os.path.join(self.round_dir(k, pending), WEIGHTS)
 
     def commit(self, k, result, synthetic, state_dict):
         """Round k is finished: its best weights (in place of the trainer's checkpoint, which any
@@ -122,7 +125,7 @@ class RoundStore:
             return
         try:
             torch.save({"state_dict": state_dict}, os.path.join(tmp, "weights.pth"))
-            os.replace(os.path.join(tmp, "weights.pth"), os.path.join(tmp, "model.pth"))
+            os.replace(os.path.join(tmp, "weights.pth"), self.checkpoint(k))
             save_sequences(os.path.join(tmp, "synthetic.npz"), synthetic)
             save_json(os.path.join(tmp, "result.json"), result)
             for name in GENERATED:
@@ -147,7 +150,7 @@ class RoundStore:
 
     def weights(self, k):
         """The best weights of finished round k; None if its folder came without them."""
-        path = os.path.join(self.round_dir(k), "model.pth")
+        path = self.checkpoint(k, pending=False)
         if not os.path.isfile(path):
             return None
         return read(path, lambda p: torch.load(p, map_location="cpu", weights_only=True)["state_dict"])

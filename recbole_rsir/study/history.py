@@ -63,7 +63,7 @@ def measure(model_name, dataset, arm, seed, work, out, config_files=()):
             with open(path, encoding="utf-8") as f:
                 rounds = {r["round"]: r for r in json.load(f)["rounds"]}
     rows, k = [], 0
-    while os.path.isfile(weights := os.path.join(RoundStore(run_dir(work, run)).round_dir(k), "model.pth")):
+    while os.path.isfile(weights := RoundStore(run_dir(work, run)).checkpoint(k, pending=False)):
         model = config.model_class(config, train_data.dataset)
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["state_dict"])
         slot_share, user_share = history_share(model, test_data, earlier, config["USER_ID_FIELD"])

@@ -115,7 +115,7 @@ def ensure_weights(source, n_rounds, out, work, threads):
     computed again (one process at a time) where this machine lacks them, which must reproduce
     its published results; a mismatch is reported, not hidden."""
     folder = run_dir(work, source)
-    weights = [os.path.join(RoundStore(folder).round_dir(k), "model.pth") for k in range(n_rounds)]
+    weights = [RoundStore(folder).checkpoint(k, pending=False) for k in range(n_rounds)]
     if all(os.path.isfile(p) for p in weights):
         return
     while not claim(folder):                  # another run is computing them
@@ -172,7 +172,7 @@ def extra_builder(run, out, work, threads, stats):
         small_config = build_config(run.model, run.dataset, config_file_list=list(run.config_files) or None,
                                     config_dict=config_dict(small, work, threads))
         model = get_model(run.model)(small_config, train_data.dataset).to(config["device"])
-        weights = os.path.join(RoundStore(run_dir(work, small)).round_dir(0), "model.pth")
+        weights = RoundStore(run_dir(work, small)).checkpoint(0, pending=False)
         model.load_state_dict(torch.load(weights, map_location=config["device"], weights_only=True)["state_dict"])
         result = generate(model, real, GenerationSettings.from_config(config), seed=config["seed"] + 1)
         stats.update(kind="w2s", **result.stats())
