@@ -24,6 +24,7 @@ def rows(models):
     """``(label, model, arm or None for the best augmentation, round, base arm)``, in reading order."""
     out = [("SASRec base (package defaults)", "SASRec", "rsir", 0, "rsir")]
     out += [(f"SASRec + RSIR round {k}", "SASRec", "rsir", k, "rsir") for k in (1, 2, 3)]
+    out += [(f"SASRec + RSIR-FT (fine-tuned) round {k}", "SASRec", "ft", k, "rsir") for k in (1, 2, 3)]
     out += [("SASRec + best of five augmentations", "SASRec", None, 0, "rsir"),
             ("SASRec, weak-to-strong", "SASRec", "w2s", 0, "rsir")]
     out += [(f"SASRec, no fidelity, round {k}", "SASRec", "nofid", k, "rsir") for k in (1, 2, 3)]
