@@ -526,6 +526,15 @@ def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):
     assert "(0 finished runs, 1 in progress" in report
     stamp = partial.stat().st_mtime_ns
     assert _study(str(tmp_path), *args).returncode == 0 and partial.stat().st_mtime_ns == stamp
+    again = json.loads(json.dumps(saved))               # round 1 computed again elsewhere, a digit off
+    again["rounds"][1]["protocols"]["recbole"]["test"]["recall@10"] = 0.31
+    (work / "rsir_results.json").write_text(json.dumps({**again, "rounds": again["rounds"][:1]}))
+    assert _study(str(tmp_path), *args).returncode == 0 and partial.stat().st_mtime_ns == stamp
+    (work / "rsir_results.json").write_text(json.dumps(again))
+    assert _study(str(tmp_path), *args).returncode == 0
+    published = json.loads(partial.read_text())
+    assert published["rounds"] == again["rounds"] and "| strong + RSIR round 1 | 1 | 0.3100 |" in (
+        folder / "report.md").read_text()
     complete = {**published, "complete": True}
     complete["rounds"][1]["protocols"]["recbole"]["test"]["recall@10"] = 0.5
     (folder / "runs" / "SASRec" / "strong" / "seed1.json").write_text(json.dumps(complete))

@@ -188,7 +188,9 @@ def write_json(path, payload):
 
 def publish_progress(out, work, run):
     """Copy the rounds a pending run has finished into its partial results file and its state
-    (a finished run: remove both); True if the results folder changed."""
+    (a finished run: remove both); True if the results folder changed. Rounds computed again on
+    another machine may differ in the last digits, and the lineage here replaces the published
+    one, so the partial file always agrees with the state it is published with."""
     target = partial_path(out, run)
     if os.path.isfile(result_path(out, run)):
         stale = [p for p in (target, state_path(out, run)) if os.path.exists(p)]
@@ -203,8 +205,9 @@ def publish_progress(out, work, run):
         payload = json.load(f)
     if os.path.isfile(target):
         with open(target, encoding="utf-8") as f:
-            if len(json.load(f)["rounds"]) >= len(payload["rounds"]):
-                return changed
+            published = json.load(f)["rounds"]
+        if published[:len(payload["rounds"])] == payload["rounds"]:      # nothing new here
+            return changed
     write_json(target, {**payload, "run": run.as_dict(), "complete": False})
     return True
 
