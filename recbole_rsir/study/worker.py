@@ -145,8 +145,9 @@ def share_rounds(run, out, work, threads):
         base = Run.from_dict(json.load(f)["run"])
     ensure_weights(base, run.shared_rounds, out, work, threads)
     os.makedirs(here.rounds_dir, exist_ok=True)
+    there = RoundStore(run_dir(work, base))
     for k in missing:
-        source, target = RoundStore(run_dir(work, base)).round_dir(k), here.round_dir(k)
+        source, target = there.round_dir(k), here.round_dir(k)
         shutil.rmtree(target + ".copy", ignore_errors=True)
         shutil.copytree(source, target + ".copy")
         os.replace(target + ".copy", target)
