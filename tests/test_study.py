@@ -497,7 +497,8 @@ def test_commit_takes_the_dataset_folder_and_the_summary_only(tmp_path):
 
 def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):
     """A run stopped inside round 2 of 3 counts with rounds 0-1, is listed as in progress, is not
-    published twice, and gives way to its complete results file."""
+    published twice, and gives way to its complete results file; the runs the command names are
+    listed in the report without being added to the saved plan."""
     tiny_study_data(tmp_path, "")
     saved = _fake_payload("SASRec", "strong", 1, (0.1, 0.2))
     r1 = json.loads(json.dumps(saved["rounds"][0]))
@@ -524,6 +525,7 @@ def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):
     assert "- SASRec/rsir/seed1: not measured yet\n" in report          # only strong rounds are
     assert "| strong + RSIR round 1 | 1 | 0.3000 |" in report and "| strong + RSIR round 1 | 1 | 0.4000 |" in report
     assert "(0 finished runs, 1 in progress" in report
+    assert not (folder / "plan.json").exists()          # listed, not recorded: a later plan stays its own
     stamp = partial.stat().st_mtime_ns
     assert _study(str(tmp_path), *args).returncode == 0 and partial.stat().st_mtime_ns == stamp
     again = json.loads(json.dumps(saved))               # round 1 computed again elsewhere, a digit off

@@ -404,8 +404,10 @@ def plot_sweep(runs, model, path):
 
 # ---- the report ------------------------------------------------------------------------
 
-def build_report(folder, dataset, planned):
-    """Write ``results.json``, ``report.md`` and ``plots/*.png`` in ``folder``."""
+def build_report(folder, dataset, planned, record=True):
+    """Write ``results.json``, ``report.md`` and ``plots/*.png`` in ``folder``. The report lists
+    as missing what ``plan.json`` (every run a study command planned here) and ``planned`` hold;
+    ``record`` adds ``planned`` to ``plan.json``, so a narrower command later still lists them."""
     runs = load_runs(folder)
     os.makedirs(folder, exist_ok=True)
     plan_path = os.path.join(folder, "plan.json")
@@ -414,8 +416,9 @@ def build_report(folder, dataset, planned):
         with open(plan_path, encoding="utf-8") as f:
             known = {r["name"]: r for r in json.load(f)}
     known.update({r.name: {"name": r.name, **r.as_dict()} for r in planned})
-    with open(plan_path, "w", encoding="utf-8") as f:
-        json.dump(sorted(known.values(), key=lambda r: r["name"]), f, indent=1)
+    if record:
+        with open(plan_path, "w", encoding="utf-8") as f:
+            json.dump(sorted(known.values(), key=lambda r: r["name"]), f, indent=1)
     missing, left = [], []
     seconds = round_seconds(runs.values())
     for name, r in sorted(known.items()):

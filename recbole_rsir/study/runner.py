@@ -58,7 +58,8 @@ def parse_args(argv):
     parser.add_argument("--commit", action="store_true", help="git-commit the results after every run")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and stop")
     parser.add_argument("--report-only", action="store_true",
-                        help="publish the saved rounds of unfinished runs, rebuild the report, run nothing")
+                        help="publish the saved rounds of unfinished runs, rebuild the report, run nothing "
+                             "(its runs are not added to the saved plan)")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise StudyError(f"unknown argument {unknown[0]!r}")
@@ -140,7 +141,7 @@ def commit(out, dataset, message):
 
 def report(args, runs, dataset):
     planned = [r for r in runs if r.dataset == dataset]
-    build_report(os.path.join(args.out, dataset), dataset, planned)
+    build_report(os.path.join(args.out, dataset), dataset, planned, record=not args.report_only)
     write_summary(args.out)
 
 
