@@ -15,7 +15,7 @@ from scipy import stats
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
-from recbole_rsir.study import estimates, runner, worker
+from recbole_rsir.study import estimates, results, runner, worker
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
 from recbole_rsir.study.claims import verdict
 from recbole_rsir.study.history import history_share
@@ -189,8 +189,8 @@ def test_estimates_count_partial_rounds_and_leave_out_the_done_ones():
     payloads[0]["rounds"][1]["generate_seconds"] = 5.0                              # generation counts too
     seconds = estimates.round_seconds(payloads)
     assert seconds == {("SASRec", "default", False): 100.0, ("SASRec", "default", True): 20.0}
-    assert [estimates.finished_rounds(p) for p in payloads] == [3, 2]
-    assert estimates.finished_rounds(None) == 0 and estimates.finished_rounds({**payloads[0], "complete": True}) == 0
+    assert [results.finished_rounds(p) for p in payloads] == [3, 2]
+    assert results.finished_rounds(None) == 0 and results.finished_rounds({**payloads[0], "complete": True}) == 0
     assert estimates.estimate(rsir, seconds) == 100.0 + 3 * 20.0
     assert estimates.estimate(rsir, seconds, finished=3) == 20.0
     assert estimates.estimate(nofid, seconds) == 3 * 20.0 and estimates.estimate(nofid, seconds, finished=2) == 40.0

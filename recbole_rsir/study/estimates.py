@@ -26,11 +26,6 @@ def round_seconds(payloads):
     return {k: sum(v) / len(v) for k, v in samples.items()}
 
 
-def finished_rounds(payload):
-    """Rounds 0.. a pending run has published (its partial results), 0 without any."""
-    return len(payload["rounds"]) if payload is not None and not payload.get("complete", True) else 0
-
-
 def estimate(run, seconds, finished=0):
     """Seconds left of a pending run whose rounds before ``finished`` are done, or None where
     nothing like it was measured yet."""

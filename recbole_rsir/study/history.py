@@ -25,7 +25,8 @@ from recbole_rsir.evaluation.by_length import full_sort_by_length
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
 from recbole_rsir.rounds.store import RoundStore
 from recbole_rsir.study.plan import STRONG_PRESET, Run
-from recbole_rsir.study.worker import partial_path, result_path, run_dir
+from recbole_rsir.study.results import partial_path, result_path
+from recbole_rsir.study.worker import run_dir
 
 K = 10
 

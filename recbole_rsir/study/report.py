@@ -5,7 +5,6 @@ seeds with the change relative to their base and a paired t-test across the seed
 have; RSIR rounds on the strong preset are compared with the strong base. Cells planned
 but not yet run are listed, so a partial report says what it lacks.
 """
-import glob
 import json
 import os
 import warnings
@@ -15,32 +14,14 @@ from scipy import stats
 
 from recbole_rsir.study.augment import OPERATORS
 from recbole_rsir.study.claims import CLAIMS, verdict
-from recbole_rsir.study.estimates import estimate, finished_rounds, minutes, round_seconds, total_line
+from recbole_rsir.study.estimates import estimate, minutes, round_seconds, total_line
 from recbole_rsir.study.plan import SWEEP_P, SWEEP_TAU, VARIANT_ARMS, Run, variants
+from recbole_rsir.study.results import finished_rounds, in_progress, load_runs
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10")
 TESTED = ("recall@10", "ndcg@10")
 PROTOCOLS = {"recbole": "RecBole's protocol: a user's earlier items stay in the ranking",
              "exclude_history": "earlier items filtered from the ranking (RSIR reference code, strong benchmark)"}
-
-
-def load_runs(folder):
-    """``{(model, arm, seed): payload}`` of every results file under ``folder/runs``; a run still
-    in progress contributes the rounds it has finished (its partial file, ``complete: False``),
-    which are final: a later round never changes an earlier one."""
-    runs = {}
-    for path in sorted(glob.glob(os.path.join(folder, "runs", "*", "*", "seed*.json"))):
-        with open(path, encoding="utf-8") as f:
-            payload = json.load(f)
-        run = payload["run"]
-        key = (run["model"], run["arm"], run["seed"])
-        if payload.get("complete", True) or key not in runs:
-            runs[key] = payload
-    return runs
-
-
-def _in_progress(payload):
-    return not payload.get("complete", True)
 
 
 def _round(payload, k):
@@ -423,7 +404,7 @@ def build_report(folder, dataset, planned, record=True):
     seconds = round_seconds(runs.values())
     for name, r in sorted(known.items()):
         payload = runs.get((r["model"], r["arm"], r["seed"]))
-        if payload is not None and not _in_progress(payload):
+        if payload is not None and not in_progress(payload):
             continue
         missing.append(name if payload is None else
                        f"{name} (in progress: {len(payload['rounds'])} of {r['rounds'] + 1} rounds published)")
@@ -436,7 +417,7 @@ def build_report(folder, dataset, planned, record=True):
 
     models = sorted({m for m, _, _ in runs} | {r["model"] for r in known.values()})
     n_rounds = max([r["rounds"] for r in known.values() if r["arm"] == "rsir"] or [0])
-    finished = sum(not _in_progress(p) for p in runs.values())
+    finished = sum(not in_progress(p) for p in runs.values())
     plots = os.path.join(folder, "plots")
     os.makedirs(plots, exist_ok=True)
     md = [f"# Study: {dataset}", "",

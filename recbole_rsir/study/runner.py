@@ -20,11 +20,12 @@ import time
 
 from recbole_rsir.data.bundled import BUNDLED
 from recbole_rsir.errors import InputError
-from recbole_rsir.study.estimates import estimate, finished_rounds, minutes, round_seconds, total_line
+from recbole_rsir.study.estimates import estimate, minutes, round_seconds, total_line
 from recbole_rsir.study.plan import ARMS, DEFAULT_ARMS, OPERATOR_ARMS, plan
-from recbole_rsir.study.report import build_report, load_runs
+from recbole_rsir.study.report import build_report
+from recbole_rsir.study.results import finished_rounds, load_runs, result_path
 from recbole_rsir.study.summary import SUMMARY, write_summary
-from recbole_rsir.study.worker import claim, publish_progress, release, result_path, run_dir
+from recbole_rsir.study.worker import claim, publish_progress, release, run_dir
 from recbole_rsir.utils import get_model
 
 

@@ -12,7 +12,8 @@ import sys
 import numpy as np
 
 from recbole_rsir.study.augment import OPERATORS
-from recbole_rsir.study.report import PROTOCOLS, compare, load_runs, values
+from recbole_rsir.study.report import PROTOCOLS, compare, values
+from recbole_rsir.study.results import load_runs
 
 DATASETS = {"amazon-beauty": "Beauty", "amazon-sports-outdoors": "Sports"}
 SHORT = {"recbole": "RecBole's", "exclude_history": "filtered"}

@@ -24,27 +24,13 @@ from recbole_rsir.quick_start import build_config, run_rsir
 from recbole_rsir.rounds.store import RoundStore, publish_state, restore_state, save_json
 from recbole_rsir.study.augment import augment
 from recbole_rsir.study.plan import SMALL_MODEL, Run
+from recbole_rsir.study.results import partial_path, result_path, state_path
 from recbole_rsir.utils import get_model
 
 
 def run_dir(work, run, arm=None):
     """Where a run (or the arm ``arm`` of the same model and seed) keeps its RSIR output."""
     return os.path.join(work, run.dataset, run.model, arm or run.arm, f"seed{run.seed}")
-
-
-def result_path(out, run, arm=None):
-    """The run's committed results file (``arm``: another arm of the same model and seed)."""
-    return os.path.join(out, run.dataset, "runs", run.model, arm or run.arm, f"seed{run.seed}.json")
-
-
-def partial_path(out, run):
-    """The rounds a run has finished so far, published while it is still going."""
-    return result_path(out, run)[:-len(".json")] + ".partial.json"
-
-
-def state_path(out, run):
-    """The run's rounds without weights, published while it is still going."""
-    return result_path(out, run)[:-len(".json")] + ".rounds"
 
 
 def config_dict(run, work, threads):
