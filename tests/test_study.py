@@ -493,6 +493,16 @@ def test_commit_takes_the_dataset_folder_and_the_summary_only(tmp_path):
     assert sorted(git("show", "--name-only", "--format=", "HEAD").split()) == ["out/d/runs/seed1.json",
                                                                                 "out/summary.md"]
     assert git("status", "--porcelain").strip() == "?? elsewhere.txt"
+    finished = tmp_path / "out" / "d" / "runs" / "SASRec" / "nofid"      # another process's run, finished
+    finished.mkdir(parents=True)
+    (finished / "seed3.json").write_text("{}")
+    (finished / "seed3.partial.json").write_text("{}")
+    assert runner.commit(str(tmp_path / "out"), "d", "study: d rounds in progress published")
+    assert git("log", "-1", "--format=%s").strip() == (
+        "study: d rounds in progress published; SASRec/nofid/seed3 finished")
+    (finished / "seed4.json").write_text("{}")
+    assert runner.commit(str(tmp_path / "out"), "d", "study: d SASRec/nofid/seed4 (4 of 6 runs)")
+    assert git("log", "-1", "--format=%s").strip() == "study: d SASRec/nofid/seed4 (4 of 6 runs)"  # once
 
 
 def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):

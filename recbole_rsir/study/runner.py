@@ -14,6 +14,7 @@ claimed in its work folder, and the other leaves it alone.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -127,17 +128,30 @@ def launch(run, args):
 
 
 def commit(out, dataset, message):
+    """Commit the dataset's results folder and the summary. The message names every run whose
+    results file this commit adds: another study process's run may finish between its worker
+    writing the file and its own commit."""
     folder, paths = os.path.join(out, dataset), [".", os.path.join("..", SUMMARY)]
     for _ in range(5):   # another study process may hold git's lock for a moment
         added = subprocess.run(["git", "-C", folder, "add", "--", *paths], capture_output=True)
         if added.returncode == 0:
-            made = subprocess.run(["git", "-C", folder, "commit", "-q", "-m", message, "--", *paths],
+            staged = subprocess.run(["git", "-C", folder, "diff", "--cached", "--name-only", "--diff-filter=A",
+                                     "--relative", "--", "runs"], capture_output=True, text=True).stdout.split()
+            finished = [n for n in map(finished_name, staged) if n and n not in message]
+            text = message + "".join(f"; {n} finished" for n in finished)
+            made = subprocess.run(["git", "-C", folder, "commit", "-q", "-m", text, "--", *paths],
                                   capture_output=True, text=True)
             if made.returncode == 0 or "nothing" in made.stdout + made.stderr:
                 return True
         time.sleep(2)
     print(f"warning: could not commit {folder}", file=sys.stderr)
     return False
+
+
+def finished_name(path):
+    """``model/arm/seedN`` of a complete results file's path (relative to the dataset's folder), else None."""
+    found = re.fullmatch(r"runs/([^/]+/[^/]+/seed\d+)\.json", path)
+    return found and found.group(1)
 
 
 def report(args, runs, dataset):
