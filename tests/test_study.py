@@ -15,9 +15,11 @@ from scipy import stats
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
+from recbole_rsir.rounds.store import RoundStore, save_json, save_sequences
 from recbole_rsir.study import estimates, results, runner, worker
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
 from recbole_rsir.study.claims import verdict
+from recbole_rsir.study.concentration import concentration, store_rows
 from recbole_rsir.study.history import history_share
 from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, Run, plan
 from recbole_rsir.study.report import build_report, round_series
@@ -398,6 +400,29 @@ def test_history_share_counts_the_users_earlier_items_in_the_top_k(tiny_data_pat
                 hits.append(sum(item in past[user] for item in top))
     assert slot_share == pytest.approx(sum(hits) / (5 * len(hits)))
     assert user_share == pytest.approx(np.mean([h > 0 for h in hits])) and 0 < slot_share < 1
+
+
+def test_concentration_against_its_definitions(tmp_path):
+    """Gini as the mean absolute difference of item counts over twice their mean, the top 1% and
+    distinct items counted plainly, padding left out; rounds read from a saved store, round 0 not."""
+    rng = np.random.default_rng(0)
+    n_items = 250
+    items = np.concatenate([rng.zipf(1.6, 3000) % (n_items + 1), np.zeros(40, dtype=np.int64)])
+    got = concentration(items, n_items)
+    counts = np.array([(items == i).sum() for i in range(1, n_items + 1)], dtype=float)
+    gini = np.abs(counts[:, None] - counts[None, :]).sum() / (2 * n_items ** 2 * counts.mean())
+    assert got["gini"] == pytest.approx(gini) and 0.5 < got["gini"] < 1
+    assert got["occurrences"] == (items > 0).sum() and got["distinct"] == (counts > 0).sum()
+    assert got["top1pct_share"] == pytest.approx(np.sort(counts)[-2:].sum() / counts.sum())
+    assert concentration(np.arange(1, n_items + 1), n_items)["gini"] == pytest.approx(0)
+    store = RoundStore(str(tmp_path))
+    for k, rounds in enumerate(([1, 2, 3], [4, 4, 4, 4], [5, 6])):
+        folder = store.round_dir(k)
+        os.makedirs(folder)
+        save_json(os.path.join(folder, "result.json"), {"round": k})
+        save_sequences(os.path.join(folder, "synthetic.npz"), SequenceSet.from_lists([rounds]))
+    rows = store_rows(store, "nofid", 1, n_items)
+    assert [(r["round"], r["sequences"], r["occurrences"], r["distinct"]) for r in rows] == [(1, 1, 4, 1), (2, 1, 2, 2)]
 
 
 # ---- the real command ---------------------------------------------------------------------
