@@ -16,10 +16,9 @@ from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
 from recbole_rsir.rounds.store import RoundStore, save_json, save_sequences
-from recbole_rsir.study import estimates, results, runner, worker
+from recbole_rsir.study import concentration, estimates, results, runner, worker
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
 from recbole_rsir.study.claims import verdict
-from recbole_rsir.study.concentration import concentration, store_rows
 from recbole_rsir.study.history import history_share
 from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, Run, plan
 from recbole_rsir.study.report import build_report, round_series
@@ -408,21 +407,23 @@ def test_concentration_against_its_definitions(tmp_path):
     rng = np.random.default_rng(0)
     n_items = 250
     items = np.concatenate([rng.zipf(1.6, 3000) % (n_items + 1), np.zeros(40, dtype=np.int64)])
-    got = concentration(items, n_items)
+    got = concentration.concentration(items, n_items)
     counts = np.array([(items == i).sum() for i in range(1, n_items + 1)], dtype=float)
     gini = np.abs(counts[:, None] - counts[None, :]).sum() / (2 * n_items ** 2 * counts.mean())
     assert got["gini"] == pytest.approx(gini) and 0.5 < got["gini"] < 1
     assert got["occurrences"] == (items > 0).sum() and got["distinct"] == (counts > 0).sum()
     assert got["top1pct_share"] == pytest.approx(np.sort(counts)[-2:].sum() / counts.sum())
-    assert concentration(np.arange(1, n_items + 1), n_items)["gini"] == pytest.approx(0)
+    assert concentration.concentration(np.arange(1, n_items + 1), n_items)["gini"] == pytest.approx(0)
     store = RoundStore(str(tmp_path))
     for k, rounds in enumerate(([1, 2, 3], [4, 4, 4, 4], [5, 6])):
         folder = store.round_dir(k)
         os.makedirs(folder)
         save_json(os.path.join(folder, "result.json"), {"round": k})
         save_sequences(os.path.join(folder, "synthetic.npz"), SequenceSet.from_lists([rounds]))
-    rows = store_rows(store, "nofid", 1, n_items)
+    rows = concentration.store_rows(store, "nofid", 1, n_items)
     assert [(r["round"], r["sequences"], r["occurrences"], r["distinct"]) for r in rows] == [(1, 1, 4, 1), (2, 1, 2, 2)]
+    assert concentration.main(["--seeds=2020,x", f"--out={tmp_path / 'out'}"]) == 2
+    assert not (tmp_path / "out").exists()
 
 
 # ---- the real command ---------------------------------------------------------------------

@@ -74,7 +74,11 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join("benchmarks", "results"))
     parser.add_argument("--work", default="study_work")
     args = parser.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        print(f"error: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr)
+        return 2
     _, train_data, _, _ = load_split(args.model, args.dataset, seeds[0])     # the split is the seeds' same
     n_items = train_data.dataset.item_num - 1
     real = training_sequences(train_data.dataset)
@@ -84,8 +88,8 @@ def main(argv=None):
             store = RoundStore(run_dir(args.work, Run(args.dataset, args.model, arm, seed, 0)))
             rows += store_rows(store, arm, seed, n_items)
     for r in rows:
-        print(f"{r['arm']} seed {r['seed']} round {r['round']}: {r['distinct']} distinct items, top 1% {r['top1pct_share']:.1%}, "
-              f"Gini {r['gini']:.3f}", flush=True)
+        print(f"{r['arm']} seed {r['seed']} round {r['round']}: {r['distinct']} distinct items, "
+              f"top 1% {r['top1pct_share']:.1%}, Gini {r['gini']:.3f}", flush=True)
     write(rows, os.path.join(args.out, args.dataset),
           "python -m recbole_rsir.study.concentration " + " ".join(argv))
     return 0
