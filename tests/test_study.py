@@ -505,12 +505,19 @@ def test_shared_rounds_already_there_need_nothing_from_the_base(tmp_path):
                             str(tmp_path / "work"), 1)
 
 
-def test_commit_takes_the_dataset_folder_and_the_summary_only(tmp_path):
-    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], capture_output=True, text=True,  # noqa: E731
-                                    check=True).stdout
+def git_repository(path):
+    """A new git repository at ``path`` and a function running git there (returns its stdout)."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, check=True).stdout
+
     git("init", "-q")
     git("config", "user.email", "t@t")
     git("config", "user.name", "t")
+    return git
+
+
+def test_commit_takes_the_dataset_folder_and_the_summary_only(tmp_path):
+    git = git_repository(tmp_path)
     (tmp_path / "out" / "d" / "runs").mkdir(parents=True)
     (tmp_path / "out" / "d" / "runs" / "seed1.json").write_text("{}")
     (tmp_path / "out" / "summary.md").write_text("table")
@@ -519,10 +526,13 @@ def test_commit_takes_the_dataset_folder_and_the_summary_only(tmp_path):
     assert sorted(git("show", "--name-only", "--format=", "HEAD").split()) == ["out/d/runs/seed1.json",
                                                                                 "out/summary.md"]
     assert git("status", "--porcelain").strip() == "?? elsewhere.txt"
-    finished = tmp_path / "out" / "d" / "runs" / "SASRec" / "nofid"      # another process's run, finished
+    finished = tmp_path / "out" / "d" / "runs" / "SASRec" / "nofid"
     finished.mkdir(parents=True)
-    (finished / "seed3.json").write_text("{}")
-    (finished / "seed3.partial.json").write_text("{}")
+    (finished / "seed3.partial.json").write_text('{"rounds": [0]}')
+    assert runner.commit(str(tmp_path / "out"), "d", "study: d rounds in progress published")
+    assert git("log", "-1", "--format=%s").strip() == "study: d rounds in progress published"
+    (finished / "seed3.partial.json").unlink()                  # the run finished while another was publishing
+    (finished / "seed3.json").write_text('{"rounds": [0]}')
     assert runner.commit(str(tmp_path / "out"), "d", "study: d rounds in progress published")
     assert git("log", "-1", "--format=%s").strip() == (
         "study: d rounds in progress published; SASRec/nofid/seed3 finished")
@@ -585,8 +595,9 @@ def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):
 @pytest.mark.slow
 def test_study_command_end_to_end(tmp_path):
     tiny_study_data(tmp_path, "epochs: 1\n")
+    git = git_repository(tmp_path)
     args = ["--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=1", "--arms=rsir,nofid,ft,aug-insert,w2s",
-            "--config_files=tiny.yaml", "--out=out", "--work=work", "--jobs=2"]
+            "--config_files=tiny.yaml", "--out=out", "--work=work", "--jobs=2", "--commit"]
     first = _study(str(tmp_path), *args)
     assert first.returncode == 0, first.stdout + first.stderr
     folder = tmp_path / "out" / "tiny"
@@ -594,6 +605,10 @@ def test_study_command_end_to_end(tmp_path):
     assert results["missing"] == []
     runs = results["runs"]
     assert len(runs) == 6              # the operators' plumbing is one: aug-insert stands for them
+    assert git("status", "--porcelain", "--", "out") == ""
+    for name in runs:                  # the commit that adds a results file names its run
+        added = git("log", "--no-renames", "--diff-filter=A", "--format=%s", "--", f"out/tiny/runs/{name}.json")
+        assert added.startswith(f"study: tiny {name} (") or f"; {name} finished" in added, (name, added)
     for name, payload in runs.items():
         for r in payload["rounds"]:
             for protocol in r["protocols"].values():
