@@ -15,7 +15,8 @@ from scipy import stats
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
-from recbole_rsir.study import estimates, results, runner, worker
+from recbole_rsir.rounds.store import RoundStore, save_json, save_sequences
+from recbole_rsir.study import concentration, estimates, results, runner, worker
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
 from recbole_rsir.study.claims import verdict
 from recbole_rsir.study.history import history_share
@@ -400,6 +401,31 @@ def test_history_share_counts_the_users_earlier_items_in_the_top_k(tiny_data_pat
     assert user_share == pytest.approx(np.mean([h > 0 for h in hits])) and 0 < slot_share < 1
 
 
+def test_concentration_against_its_definitions(tmp_path):
+    """Gini as the mean absolute difference of item counts over twice their mean, the top 1% and
+    distinct items counted plainly, padding left out; rounds read from a saved store, round 0 not."""
+    rng = np.random.default_rng(0)
+    n_items = 250
+    items = np.concatenate([rng.zipf(1.6, 3000) % (n_items + 1), np.zeros(40, dtype=np.int64)])
+    got = concentration.concentration(items, n_items)
+    counts = np.array([(items == i).sum() for i in range(1, n_items + 1)], dtype=float)
+    gini = np.abs(counts[:, None] - counts[None, :]).sum() / (2 * n_items ** 2 * counts.mean())
+    assert got["gini"] == pytest.approx(gini) and 0.5 < got["gini"] < 1
+    assert got["occurrences"] == (items > 0).sum() and got["distinct"] == (counts > 0).sum()
+    assert got["top1pct_share"] == pytest.approx(np.sort(counts)[-2:].sum() / counts.sum())
+    assert concentration.concentration(np.arange(1, n_items + 1), n_items)["gini"] == pytest.approx(0)
+    store = RoundStore(str(tmp_path))
+    for k, rounds in enumerate(([1, 2, 3], [4, 4, 4, 4], [5, 6])):
+        folder = store.round_dir(k)
+        os.makedirs(folder)
+        save_json(os.path.join(folder, "result.json"), {"round": k})
+        save_sequences(os.path.join(folder, "synthetic.npz"), SequenceSet.from_lists([rounds]))
+    rows = concentration.store_rows(store, "nofid", 1, n_items)
+    assert [(r["round"], r["sequences"], r["occurrences"], r["distinct"]) for r in rows] == [(1, 1, 4, 1), (2, 1, 2, 2)]
+    assert concentration.main(["--seeds=2020,x", f"--out={tmp_path / 'out'}"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
 # ---- the real command ---------------------------------------------------------------------
 
 def _study(cwd, *args):
@@ -479,12 +505,19 @@ def test_shared_rounds_already_there_need_nothing_from_the_base(tmp_path):
                             str(tmp_path / "work"), 1)
 
 
-def test_commit_takes_the_dataset_folder_and_the_summary_only(tmp_path):
-    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], capture_output=True, text=True,  # noqa: E731
-                                    check=True).stdout
+def git_repository(path):
+    """A new git repository at ``path`` and a function running git there (returns its stdout)."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, check=True).stdout
+
     git("init", "-q")
     git("config", "user.email", "t@t")
     git("config", "user.name", "t")
+    return git
+
+
+def test_commit_takes_the_dataset_folder_and_the_summary_only(tmp_path):
+    git = git_repository(tmp_path)
     (tmp_path / "out" / "d" / "runs").mkdir(parents=True)
     (tmp_path / "out" / "d" / "runs" / "seed1.json").write_text("{}")
     (tmp_path / "out" / "summary.md").write_text("table")
@@ -493,10 +526,13 @@ def test_commit_takes_the_dataset_folder_and_the_summary_only(tmp_path):
     assert sorted(git("show", "--name-only", "--format=", "HEAD").split()) == ["out/d/runs/seed1.json",
                                                                                 "out/summary.md"]
     assert git("status", "--porcelain").strip() == "?? elsewhere.txt"
-    finished = tmp_path / "out" / "d" / "runs" / "SASRec" / "nofid"      # another process's run, finished
+    finished = tmp_path / "out" / "d" / "runs" / "SASRec" / "nofid"
     finished.mkdir(parents=True)
-    (finished / "seed3.json").write_text("{}")
-    (finished / "seed3.partial.json").write_text("{}")
+    (finished / "seed3.partial.json").write_text('{"rounds": [0]}')
+    assert runner.commit(str(tmp_path / "out"), "d", "study: d rounds in progress published")
+    assert git("log", "-1", "--format=%s").strip() == "study: d rounds in progress published"
+    (finished / "seed3.partial.json").unlink()                  # the run finished while another was publishing
+    (finished / "seed3.json").write_text('{"rounds": [0]}')
     assert runner.commit(str(tmp_path / "out"), "d", "study: d rounds in progress published")
     assert git("log", "-1", "--format=%s").strip() == (
         "study: d rounds in progress published; SASRec/nofid/seed3 finished")
@@ -559,8 +595,9 @@ def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):
 @pytest.mark.slow
 def test_study_command_end_to_end(tmp_path):
     tiny_study_data(tmp_path, "epochs: 1\n")
+    git = git_repository(tmp_path)
     args = ["--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=1", "--arms=rsir,nofid,ft,aug-insert,w2s",
-            "--config_files=tiny.yaml", "--out=out", "--work=work", "--jobs=2"]
+            "--config_files=tiny.yaml", "--out=out", "--work=work", "--jobs=2", "--commit"]
     first = _study(str(tmp_path), *args)
     assert first.returncode == 0, first.stdout + first.stderr
     folder = tmp_path / "out" / "tiny"
@@ -568,6 +605,10 @@ def test_study_command_end_to_end(tmp_path):
     assert results["missing"] == []
     runs = results["runs"]
     assert len(runs) == 6              # the operators' plumbing is one: aug-insert stands for them
+    assert git("status", "--porcelain", "--", "out") == ""
+    for name in runs:                  # the commit that adds a results file names its run
+        added = git("log", "--no-renames", "--diff-filter=A", "--format=%s", "--", f"out/tiny/runs/{name}.json")
+        assert added.startswith(f"study: tiny {name} (") or f"; {name} finished" in added, (name, added)
     for name, payload in runs.items():
         for r in payload["rounds"]:
             for protocol in r["protocols"].values():

@@ -50,12 +50,17 @@ def history_share(model, test_data, earlier, user_field, k=K):
     return slots / (n_users * k), users_with / n_users
 
 
-def measure(model_name, dataset, arm, seed, work, out, config_files=()):
-    """One row per saved round of the run ``(model_name, arm, seed)``."""
+def load_split(model_name, dataset, seed, config_files=()):
+    """``(config, train, valid, test)`` as a study run of ``model_name`` with ``seed`` splits the data."""
     config = Config(model_name, dataset, config_file_list=list(config_files) or None,
                     config_dict={"seed": seed, "state": "WARNING", "show_progress": False})
     init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    return (config, *data_preparation(config, create_dataset(config)))
+
+
+def measure(model_name, dataset, arm, seed, work, out, config_files=()):
+    """One row per saved round of the run ``(model_name, arm, seed)``."""
+    config, train_data, valid_data, test_data = load_split(model_name, dataset, seed, config_files)
     earlier = mask_earlier_items(train_data.dataset, valid_data, test_data)[1].earlier
     run = Run(dataset, model_name, arm, seed, 0)
     rounds = {}

@@ -135,8 +135,9 @@ def commit(out, dataset, message):
     for _ in range(5):   # another study process may hold git's lock for a moment
         added = subprocess.run(["git", "-C", folder, "add", "--", *paths], capture_output=True)
         if added.returncode == 0:
-            staged = subprocess.run(["git", "-C", folder, "diff", "--cached", "--name-only", "--diff-filter=A",
-                                     "--relative", "--", "runs"], capture_output=True, text=True).stdout.split()
+            staged = subprocess.run(["git", "-C", folder, "diff", "--cached", "--name-only", "--no-renames",
+                                     "--diff-filter=A", "--relative", "--", "runs"],
+                                    capture_output=True, text=True).stdout.split()
             finished = [n for n in map(finished_name, staged) if n and n not in message]
             text = message + "".join(f"; {n} finished" for n in finished)
             made = subprocess.run(["git", "-C", folder, "commit", "-q", "-m", text, "--", *paths],
@@ -208,7 +209,8 @@ def run_study(args):
         if not running:
             break
         time.sleep(5)
-        publish(args, runs, [run for run, _ in running.values()])
+        going = [run for process, (run, _) in running.items() if process.poll() is None]
+        publish(args, runs, going)                  # a finished run is published below, in its own commit
         for process, (run, started) in list(running.items()):
             if process.poll() is None:
                 continue
