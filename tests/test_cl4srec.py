@@ -153,6 +153,21 @@ def test_augment_picks_each_rows_operator(tiny_data_path):
         assert torch.equal(view_len[rows], expected[op][1][rows])
 
 
+@pytest.mark.parametrize("packs", [True, False])
+def test_view_outputs_are_each_views_own_last_output(tiny_data_path, monkeypatch, packs):
+    """Packed side by side or trimmed, every view (mask tokens included) gets the output it has alone."""
+    _, model, _, _, _ = build(tiny_data_path, MAX_ITEM_LIST_LENGTH=12)
+    model = model.double().eval()
+    monkeypatch.setattr(model, "packs_rows", packs)
+    assert model.can_pack() == packs
+    seq, length = random_rows(batch=40, n_items=model.n_items, seed=2)
+    seq[::3, 0] = model.mask_token
+    out = model.view_outputs(seq, length)
+    alone = torch.cat([model.forward(seq[b:b + 1, :n], length[b:b + 1]) for b, n in enumerate(length.tolist())])
+    assert out.shape == (40, model.hidden_size)
+    assert torch.allclose(out, alone, atol=1e-10)
+
+
 def test_info_nce_matches_a_plain_computation(tiny_data_path):
     _, model, _, _, _ = build(tiny_data_path, tau=0.7)
     z1, z2 = torch.randn(5, 4), torch.randn(5, 4)

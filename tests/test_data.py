@@ -267,6 +267,7 @@ def test_pack_lays_every_sequence_in_its_own_slot():
                       for t in range(n - 1))
     assert sorted(zip(inputs[packed.index].tolist(), packed.targets.tolist())) == expected
     assert (positions[packed.index] == inputs[packed.index] % 100).all()
+    assert inputs[packed.last].tolist() == [int(items[b, n - 2]) for b, n in enumerate(lengths.tolist())]
     # a column sees exactly the earlier items of its own sequence
     for flat in packed.index.tolist():
         r, c = divmod(flat, width)

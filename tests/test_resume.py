@@ -69,6 +69,29 @@ def test_killed_run_resumes_to_the_same_results(tiny_data_path, fault, monkeypat
     assert _outcome(cut) == whole_run
 
 
+@pytest.mark.slow
+def test_a_judge_killed_in_training_resumes_from_its_checkpoint_to_the_same_results(tiny_data_path):
+    """rsir_judge_model: a judge stopped after its first epoch goes on from judge.pth (training it
+    again from the start would end alike, seeded as it is, so the log must say it resumed)."""
+    def args(out):
+        given = _args(tiny_data_path, out, "--rsir_rounds=1", "--rsir_judge_model=GRU4Rec")
+        return [a if a != "--state=WARNING" else "--state=INFO" for a in given]
+
+    whole = os.path.join(tiny_data_path, "whole")
+    assert run_cli(args(whole), tiny_data_path).returncode == 0
+    cut = os.path.join(tiny_data_path, "cut")
+    killed = run_cli(args(cut), tiny_data_path, env={FAULT_ENV: "judge:1:0"})
+    assert killed.returncode == -signal.SIGKILL
+    store = RoundStore(cut)
+    assert store.finished() == [0] and store.generated(1) is None
+    assert torch.load(store.judge_checkpoint(1), weights_only=True)["epoch"] == 0
+    resumed = run_cli(args(cut), tiny_data_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "round 1 judge GRU4Rec resumes after epoch 0" in resumed.stdout + resumed.stderr
+    assert _outcome(cut) == _outcome(whole)
+    assert os.path.isfile(os.path.join(cut, "rounds", "round1", "judge.pth"))
+
+
 @pytest.fixture(scope="module")
 def killed_in_round2(tmp_path_factory):
     """``(data path, run folder)`` of the run SIGKILLed in round 2's first epoch: rounds 0-1 finished,

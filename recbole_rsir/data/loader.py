@@ -48,6 +48,7 @@ class PackedBatch(NamedTuple):
     allowed: torch.Tensor     # [R, W, W] bool: query column may attend key column (same slot, not later)
     index: torch.Tensor       # [T] flat position in [R * W] of each next-item target's input
     targets: torch.Tensor     # [T] next items
+    last: torch.Tensor        # [B] flat position of each row's last input, in the batch's row order
 
 
 def pack(items, lengths):
@@ -64,6 +65,7 @@ def pack(items, lengths):
     width = max(widths)
     col = torch.arange(width, device=items.device)
     inputs, positions, allowed, index, targets = [], [], [], [], []
+    last = torch.empty_like(lengths)
     first_row = 0
     for rows, w in zip(parts, widths):
         per_row, n = width // w, len(rows)
@@ -79,8 +81,9 @@ def pack(items, lengths):
         valid = col[:w] < (lengths[rows] - 1).unsqueeze(1)
         index.append((start.unsqueeze(1) + col[:w])[valid])
         targets.append(items[rows, 1:w + 1][valid])
+        last[rows] = start + lengths[rows] - 2
         first_row += n_rows
-    return PackedBatch(*(torch.cat(t) for t in (inputs, positions, allowed, index, targets)))
+    return PackedBatch(*(torch.cat(t) for t in (inputs, positions, allowed, index, targets)), last)
 
 
 def windows(sequences, max_len):

@@ -41,7 +41,8 @@ FAULT_ENV = "RSIR_FAULT_AT"
 def fault_point(name):
     """Kill this process at ``name`` when RSIR_FAULT_AT says so: the fault tests' hook.
 
-    Names are ``generate:<round>`` and ``train:<round>:<epoch>`` (after that epoch's checkpoint).
+    Names are ``generate:<round>``, ``train:<round>:<epoch>`` and ``judge:<round>:<epoch>`` (after
+    that epoch's checkpoint).
     """
     if os.environ.get(FAULT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -151,12 +152,7 @@ class RSIRRounds:
     def train(self, model, round_index):
         """Train to early stopping on validation: ``(trainer, best epoch, training seconds)``."""
         trainer = self.new_trainer(model, round_index)
-        checkpoint = self.store.interrupted(round_index)
-        if checkpoint:
-            trainer.resume_checkpoint(checkpoint)
-            self.logger.info(set_color(f"round {round_index}", "green") +
-                             f" resumes after epoch {trainer.start_epoch - 1} from {checkpoint}")
-        best_epoch = trainer.start_epoch - 1        # the resumed checkpoint's, else none yet
+        best_epoch = self.resume_training(trainer, f"round {round_index}")  # the checkpoint's, else none yet
 
         def after_validation(epoch, score):
             nonlocal best_epoch
@@ -164,12 +160,26 @@ class RSIRRounds:
                 best_epoch = epoch
             fault_point(f"train:{round_index}:{epoch}")
 
-        loader = training_loader(self.config, self.train_data, self.real, self.extra.concat(self.synthetic))
         start = time.time()
-        trainer.fit(loader, self.protocols[self.protocol]["valid"], saved=True, show_progress=self.show_progress,
-                    verbose=self.config["state"].upper() in ("INFO", "DEBUG"), callback_fn=after_validation)
+        self.fit(trainer, self.config, after_validation, verbose=self.config["state"].upper() in ("INFO", "DEBUG"))
         seconds = trainer.train_seconds() if isinstance(trainer, Checkpoints) else time.time() - start
         return trainer, best_epoch, seconds
+
+    def resume_training(self, trainer, what):
+        """Continue after the epoch of the checkpoint a stopped training left at the trainer's
+        ``saved_model_file``, if any; returns that epoch (-1: none)."""
+        if os.path.isfile(trainer.saved_model_file):
+            trainer.resume_checkpoint(trainer.saved_model_file)
+            self.logger.info(set_color(what, "green") +
+                             f" resumes after epoch {trainer.start_epoch - 1} from {trainer.saved_model_file}")
+        return trainer.start_epoch - 1
+
+    def fit(self, trainer, config, callback_fn, verbose):
+        """Train to early stopping on the run's validation set, on the real training sequences,
+        the extra ones and those accepted so far (the round's model and a judge alike)."""
+        loader = training_loader(config, self.train_data, self.real, self.extra.concat(self.synthetic))
+        trainer.fit(loader, self.protocols[self.protocol]["valid"], saved=True, show_progress=self.show_progress,
+                    verbose=verbose, callback_fn=callback_fn)
 
     def seeds(self):
         if self.config["rsir_seed_synthetic"]:
@@ -195,8 +205,9 @@ class RSIRRounds:
         """Model ``name`` trained, as the generator was, on the generator's training data (real
         training sequences, extra ones and those accepted before round ``round_index``), with
         the run's trainer and config and early stopping on the same validation set. Its
-        weights are kept in the round's folder as ``judge.pth``; the global random streams are
-        reseeded after it, so the round's own training draws what it would without a judge."""
+        checkpoint is kept in the round's folder as ``judge.pth``, from which a stopped judge
+        resumes; the global random streams are reseeded after it, so the round's own training
+        draws what it would without a judge."""
         overrides = {k: v for k, v in self.config.external_config_dict.items() if k != "model"}
         overrides.update(checkpoint_dir=self.store.rounds_dir, rsir_output_dir=self.store.output_dir,
                          torch_threads=self.config["torch_threads"])
@@ -204,11 +215,13 @@ class RSIRRounds:
         settle_train_path(config, self.trainer_class)
         model = get_model(name)(config, self.train_data.dataset).to(config["device"])
         trainer = self.trainer_class(config, model)
-        trainer.saved_model_file = os.path.join(self.store.round_dir(round_index, pending=True), "judge.pth")
+        trainer.saved_model_file = self.store.judge_checkpoint(round_index)
         trainer.round_index = round_index
-        loader = training_loader(config, self.train_data, self.real, self.extra.concat(self.synthetic))
-        trainer.fit(loader, self.protocols[self.protocol]["valid"], saved=True, show_progress=self.show_progress,
-                    verbose=False)
+        what = f"round {round_index} judge {name}"
+        self.logger.info(set_color(what, "green") + ": training")
+        self.resume_training(trainer, what)
+        self.fit(trainer, config, lambda epoch, score: fault_point(f"judge:{round_index}:{epoch}"),
+                 verbose=self.config["state"].upper() in ("INFO", "DEBUG"))
         distributed.barrier()                     # rank 0 has written the judge's best weights
         state = torch.load(trainer.saved_model_file, map_location=config["device"], weights_only=True)
         model.load_state_dict(state["state_dict"])

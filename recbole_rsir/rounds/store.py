@@ -35,8 +35,10 @@ FINISHED = ("result.json", "synthetic.npz")
 """A finished round's files but its weights."""
 WEIGHTS = "model.pth"
 """A round's weights: training's checkpoint in ``round<k>.tmp/``, the best epoch's in ``round<k>/``."""
-KEPT_ON_BEGIN = (WEIGHTS,) + GENERATED
-"""What an earlier try of a round leaves for the next: training's checkpoint, the generation."""
+JUDGE = "judge.pth"
+"""The checkpoint of the judge trained for round k's generation (rsir_judge_model), beside its weights."""
+KEPT_ON_BEGIN = (WEIGHTS, JUDGE) + GENERATED
+"""What an earlier try of a round leaves for the next: the checkpoints of training and of the judge, the generation."""
 
 
 def read(path, reader):
@@ -116,6 +118,10 @@ class RoundStore:
     def checkpoint(self, k, pending=True):
         """Round k's ``model.pth``: the training's checkpoint while in progress, its best weights once finished."""
         return os.path.join(self.round_dir(k, pending), WEIGHTS)
+
+    def judge_checkpoint(self, k):
+        """Round k's ``judge.pth``: the judge's training checkpoint, from which a stopped judge resumes."""
+        return os.path.join(self.round_dir(k, pending=True), JUDGE)
 
     def commit(self, k, result, synthetic, state_dict):
         """Round k is finished: its best weights (in place of the trainer's checkpoint, which any

@@ -138,7 +138,7 @@ def commit(out, dataset, message):
             staged = subprocess.run(["git", "-C", folder, "diff", "--cached", "--name-only", "--no-renames",
                                      "--diff-filter=A", "--relative", "--", "runs"],
                                     capture_output=True, text=True).stdout.split()
-            finished = [n for n in map(finished_name, staged) if n and n not in message]
+            finished = [n for n in map(finished_name, staged) if n and not named_in(message, n)]
             text = message + "".join(f"; {n} finished" for n in finished)
             made = subprocess.run(["git", "-C", folder, "commit", "-q", "-m", text, "--", *paths],
                                   capture_output=True, text=True)
@@ -147,6 +147,11 @@ def commit(out, dataset, message):
         time.sleep(2)
     print(f"warning: could not commit {folder}", file=sys.stderr)
     return False
+
+
+def named_in(message, name):
+    """Whether a commit message names run ``name`` (``.../seed5`` is not named by ``.../seed50``)."""
+    return re.search(re.escape(name) + r"(?!\d)", message) is not None
 
 
 def finished_name(path):

@@ -2,12 +2,10 @@
 
 The run's RSIR output folder (weights, saved rounds) lives under the study's work folder, so
 a stopped run resumes from its rounds; what the study keeps (metrics, statistics, config,
-seconds) is written to the results folder when the run is complete. Until then the runner
-publishes beside it the rounds finished so far, as ``seed<N>.partial.json`` for the report, and
-the run's state without weights, as ``seed<N>.rounds/``: each finished round's result and
-sequences and the sequences generated for the round in progress. A machine that has lost the
-work folder restores that state and goes on training the round in progress (rounds need
-weights only to generate), so a run longer than one sitting still ends.
+seconds) is written to the results folder (``study/results.py``) when the run is complete, and
+its finished rounds and weightless state are published there while it goes on. A machine that
+has lost the work folder restores that state and goes on training the round in progress (rounds
+need weights only to generate), so a run longer than one sitting still ends.
 """
 import json
 import os

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from recbole_rsir.data.loader import pack
 from recbole_rsir.model.sequential_recommender.sasrec import SASRec
 
 CROP, MASK, REORDER = 0, 1, 2
@@ -75,10 +76,6 @@ def operator_pairs(batch_size, device):
 
 
 class CL4SRec(SASRec):
-    packs_rows = False
-    """Its recorded results were trained one pass per length part; packing keeps the loss but
-    draws the dropout masks in another order, so it waits until CL4SRec is measured again."""
-
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.lmd = config["lmd"]
@@ -126,10 +123,20 @@ class CL4SRec(SASRec):
         twin = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(z.device)
         return F.cross_entropy(sim, twin)
 
+    def view_outputs(self, item_seq, item_seq_len):
+        """Each view's output at its last item, from one pass: the views packed side by side
+        where the model packs rows (most views are far shorter than the batch's width), else
+        trimmed to the longest."""
+        if not self.can_pack():
+            width = int(item_seq_len.max())
+            return self.gather_indexes(self.sequence_output(item_seq[:, :width], item_seq_len), item_seq_len - 1)
+        packed = pack(F.pad(item_seq, (0, 1)), item_seq_len + 1)     # pack() takes inputs plus a target column
+        output = self.packed_output(packed)
+        return output.reshape(-1, output.shape[-1])[packed.last]
+
     def auxiliary_loss(self, item_seq, item_seq_len, time_seq=None):
         (seq1, len1), (seq2, len2) = self.two_views(item_seq, item_seq_len)
-        z1 = self.gather_indexes(self.sequence_output(seq1, len1), len1 - 1)
-        z2 = self.gather_indexes(self.sequence_output(seq2, len2), len2 - 1)
+        z1, z2 = self.view_outputs(torch.cat([seq1, seq2]), torch.cat([len1, len2])).chunk(2)
         return self.lmd * self.info_nce(z1, z2)
 
     def calculate_loss(self, interaction):
