@@ -49,38 +49,30 @@ class PackedBatch(NamedTuple):
     index: torch.Tensor       # [T] flat position in [R * W] of each next-item target's input
     targets: torch.Tensor     # [T] next items
     last: torch.Tensor        # [B] flat position of each row's last input, in the batch's row order
-    times: torch.Tensor = None  # [R, W] each input's timestamp, where pack() was given them
 
 
-def pack(items, lengths, times=None):
+def pack(items, lengths):
     """Lay a batch's sequences side by side so the whole batch is one pass of a causal model.
 
     Chunking by length (:func:`length_chunks`) cuts the padding but runs the model once per part,
     and at Beauty's sizes each pass costs mostly per-op overhead. Here part p (inputs up to w
     items) puts ``W // w`` sequences in each row of width W, one slot of w columns each; a mask
     that lets a column see only earlier columns of its own slot, and positions restarting at each
-    slot, give every sequence the outputs it would have alone. ``times [B, L]``, if given, are
-    laid out as the items are.
+    slot, give every sequence the outputs it would have alone.
     """
     parts = length_chunks(lengths)
     widths = [int(lengths[rows].max()) - 1 for rows in parts]
     width = max(widths)
     col = torch.arange(width, device=items.device)
-    inputs, positions, allowed, index, targets, laid_times = [], [], [], [], [], []
+    inputs, positions, allowed, index, targets = [], [], [], [], []
     last = torch.empty_like(lengths)
     first_row = 0
     for rows, w in zip(parts, widths):
         per_row, n = width // w, len(rows)
         n_rows = -(-n // per_row)
-
-        def lay(values):
-            slots = values.new_zeros(n_rows * per_row, w)
-            slots[:n] = values[rows, :w]
-            return F.pad(slots.view(n_rows, per_row * w), (0, width - per_row * w))
-
-        inputs.append(lay(items))
-        if times is not None:
-            laid_times.append(lay(times))
+        slots = items.new_zeros(n_rows * per_row, w)
+        slots[:n] = items[rows, :w]
+        inputs.append(F.pad(slots.view(n_rows, per_row * w), (0, width - per_row * w)))
         slot = torch.div(col, w, rounding_mode="floor")        # columns past the last slot form their own
         positions.append((col - slot * w).expand(n_rows, width))
         allowed.append(((slot[:, None] == slot[None, :]) & (col[None, :] <= col[:, None])).expand(n_rows, -1, -1))
@@ -91,8 +83,7 @@ def pack(items, lengths, times=None):
         targets.append(items[rows, 1:w + 1][valid])
         last[rows] = start + lengths[rows] - 2
         first_row += n_rows
-    return PackedBatch(*(torch.cat(t) for t in (inputs, positions, allowed, index, targets)), last,
-                       torch.cat(laid_times) if times is not None else None)
+    return PackedBatch(*(torch.cat(t) for t in (inputs, positions, allowed, index, targets)), last)
 
 
 def windows(sequences, max_len):

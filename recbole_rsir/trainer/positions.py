@@ -17,11 +17,11 @@ from recbole_rsir.model.loss import next_item_loss
 
 def position_outputs(model, items, lengths, times):
     """Outputs ``[T, d]`` at the inputs of every next-item target of a batch, and the targets ``[T]``."""
-    reads_time = model.TIME_SEQ is not None
     if model.can_pack():
-        packed = pack(items, lengths, times if reads_time else None)
+        packed = pack(items, lengths)
         output = model.packed_output(packed)
         return output.reshape(-1, output.shape[-1])[packed.index], packed.targets
+    reads_time = model.TIME_SEQ is not None
     hidden, target = [], []
     for rows in length_chunks(lengths):
         width = int(lengths[rows].max())

@@ -66,6 +66,13 @@ class RelativeAttentionBias(nn.Module):
             bias = bias + self.time_bias(log_buckets(gap, self.num_time_buckets, self.time_bucket_base)).squeeze(-1)
         return bias
 
+    def forward(self, length, time_seq=None):
+        """``[1 or B, L, L]`` for the positions of a whole sequence."""
+        positions = torch.arange(length, device=self.position_bias.weight.device)
+        offset = (positions.unsqueeze(1) - positions.unsqueeze(0)).unsqueeze(0)
+        gap = None if time_seq is None else time_seq.unsqueeze(2) - time_seq.unsqueeze(1)
+        return self.bias(offset, gap)
+
 
 class HSTUBlock(nn.Module):
     """One block; the whole-sequence pass and the cache both run :meth:`project` then :meth:`attend`."""
@@ -107,11 +114,10 @@ class HSTUBlock(nn.Module):
         mixed = F.layer_norm(mixed, mixed.shape[-1:], eps=self.eps)
         return x + self.dropout(self.output(u * mixed))
 
-    def forward(self, x, visible, offset, gap=None):
-        """``x [B, L, d]`` attending to itself: ``visible [B, 1, L, L]`` bool (True = query may see
-        key), ``offset [1 or B, L, L]`` query minus key position, ``gap`` their time gap or None."""
+    def forward(self, x, attention_mask, time_seq=None):
+        """``x [B, L, d]``, ``attention_mask [B, 1, L, L]`` bool (True = query may see key)."""
         u, v, q, k = self.project(x)
-        return self.attend(x, u, q, k, v, self.rab.bias(offset, gap), visible)
+        return self.attend(x, u, q, k, v, self.rab(x.shape[1], time_seq), attention_mask)
 
 
 class HSTUCache(RowCache):
@@ -157,7 +163,6 @@ class HSTUCache(RowCache):
 class HSTU(Backbone):
     TIME_SEQ = "timestamp_list"
     cache_class = HSTUCache
-    packs_rows = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -203,23 +208,15 @@ class HSTU(Backbone):
         x = self.dropout(x + self.position_embedding(positions))
         return x * (item_seq > 0).unsqueeze(-1)
 
-    def encode(self, x, visible, positions, time_seq):
-        """Every block over ``x [N, T, d]``, queries seeing the keys ``visible [N, T, T]`` allows,
-        their relative offsets from ``positions [1 or N, T]`` and time gaps from ``time_seq``."""
-        offset = positions.unsqueeze(2) - positions.unsqueeze(1)
-        gap = None if time_seq is None else time_seq.unsqueeze(2) - time_seq.unsqueeze(1)
-        for block in self.blocks:
-            x = block(x, visible.unsqueeze(1), offset, gap)
-        return F.normalize(x, dim=-1)
-
     def sequence_output(self, item_seq, item_seq_len, time_seq=None):
-        positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
-        causal = positions.transpose(0, 1) >= positions
-        return self.encode(self.embed(item_seq, positions), causal & (item_seq > 0).unsqueeze(1), positions, time_seq)
-
-    def packed_output(self, packed):
-        """The same blocks over packed rows: positions, visibility and times come from the packing."""
-        return self.encode(self.embed(packed.inputs, packed.positions), packed.allowed, packed.positions, packed.times)
+        positions = torch.arange(item_seq.size(1), device=item_seq.device)
+        valid = item_seq > 0
+        x = self.embed(item_seq, positions.unsqueeze(0))
+        causal = positions.unsqueeze(1) >= positions.unsqueeze(0)
+        attention_mask = (causal.unsqueeze(0) & valid.unsqueeze(1)).unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, attention_mask, time_seq)
+        return F.normalize(x, dim=-1)
 
     def forward(self, item_seq, item_seq_len, time_seq=None):
         return self.gather_indexes(self.sequence_output(item_seq, item_seq_len, time_seq), item_seq_len - 1)
