@@ -44,14 +44,12 @@ from recbole_rsir.utils import get_model
 RESULTS = {}
 
 
-def beauty(**overrides):
-    config = Config("SASRec", "amazon-beauty", config_dict={"show_progress": False, "state": "WARNING",
-                                                            **overrides})
+def beauty(model="SASRec", **overrides):
+    config = Config(model, "amazon-beauty", config_dict={"show_progress": False, "state": "WARNING", **overrides})
     init_seed(config["seed"], True)
     dataset = create_dataset(config)
     train_data, _, _ = data_preparation(config, dataset)
-    model = get_model("SASRec")(config, train_data.dataset)
-    return config, train_data, model
+    return config, train_data, get_model(model)(config, train_data.dataset)
 
 
 def one_epoch(trainer, loader):
@@ -82,6 +80,25 @@ def test_epoch_seconds(benchmark, monkeypatch, path):
         for fast in ("full_ce", "sampled_softmax", "full_ce_unchunked"):
             if fast in RESULTS:
                 print(f"speed-up {fast} vs stock RecBole: {RESULTS['recbole'] / RESULTS[fast]:.1f}x")
+
+
+@pytest.mark.parametrize("rows", ["parts", "packed"])
+@pytest.mark.parametrize("model", ["CL4SRec"])
+def test_packing_epoch_seconds(benchmark, monkeypatch, model, rows):
+    """One epoch of CL4SRec on the all-position path (its yaml, sampled softmax), with rows and
+    the two augmented views of each row packed side by side (``packed``, its own), or as a model
+    that cannot pack runs them (``parts``: rows one pass per length part, views one pass trimmed
+    to the longest). HSTU, packed in commit 84b9a9a, was slower (results/performance.md)."""
+    config, train_data, net = beauty(model)
+    if rows == "parts":
+        monkeypatch.setattr(net, "packs_rows", False)
+    trainer = RSIRTrainer(config, net)
+    loader = training_loader(config, train_data, training_sequences(train_data.dataset), SequenceSet.empty())
+    benchmark.pedantic(one_epoch, args=(trainer, loader), rounds=2, iterations=1, warmup_rounds=1)
+    RESULTS[model, rows] = benchmark.stats.stats.median
+    print(f"\n{model} {rows}: {RESULTS[model, rows]:.1f} s/epoch (torch threads {torch.get_num_threads()})")
+    if {(model, "parts"), (model, "packed")} <= set(RESULTS):
+        print(f"{model}: speed-up of packing {RESULTS[model, 'parts'] / RESULTS[model, 'packed']:.2f}x")
 
 
 @pytest.mark.parametrize("scoring", ["padded", "by_length"])
