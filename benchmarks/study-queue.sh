@@ -18,8 +18,9 @@ core)     # SASRec's default base on both datasets: RSIR against augmentation, w
     $S --dataset=amazon-sports-outdoors --seeds=2020,2021,2022 --arms=rsir,aug,w2s
     $S --dataset=amazon-beauty,amazon-sports-outdoors --seeds=2020,2021,2022 --arms=rsir,nofid,ft
     $S --dataset=amazon-beauty --seeds=2020 --arms=sweep ;;
-strong)   # the strong base with RSIR on top, then CL4SRec and HSTU on Beauty (the README's table needs
-          # them), then the variants beyond the paper (issue 20) and the long Sports strong runs (a run both lanes plan goes to the first that starts it)
+strong)   # the strong base with RSIR on top, then CL4SRec and HSTU on Beauty (the README's table
+          # needs them), then the variants beyond the paper (issue 20) and the long Sports strong
+          # runs (a run both lanes plan goes to the first that starts it)
     $S --dataset=amazon-beauty --seeds=2020,2021,2022 --arms=rsir,strong
     $S --dataset=amazon-beauty --models=CL4SRec,HSTU --seeds=2020,2021 --arms=rsir
     $S --dataset=amazon-beauty --seeds=2020 --arms=rsir,judge
