@@ -541,7 +541,8 @@ def test_commit_takes_the_dataset_folder_and_the_summary_only(tmp_path):
     assert git("log", "-1", "--format=%s").strip() == "study: d SASRec/nofid/seed4 (4 of 6 runs)"  # once
     (finished / "seed5.json").write_text("{}")                  # seed50 in the message is not seed5
     assert runner.commit(str(tmp_path / "out"), "d", "study: d SASRec/nofid/seed50 (5 of 6 runs)")
-    assert git("log", "-1", "--format=%s").strip() == "study: d SASRec/nofid/seed50 (5 of 6 runs); SASRec/nofid/seed5 finished"
+    assert git("log", "-1", "--format=%s").strip() == (
+        "study: d SASRec/nofid/seed50 (5 of 6 runs); SASRec/nofid/seed5 finished")
 
 
 def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):

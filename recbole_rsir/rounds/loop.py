@@ -161,7 +161,7 @@ class RSIRRounds:
             fault_point(f"train:{round_index}:{epoch}")
 
         start = time.time()
-        self.fit(trainer, self.config, after_validation, verbose=self.config["state"].upper() in ("INFO", "DEBUG"))
+        self.fit(trainer, self.config, after_validation)
         seconds = trainer.train_seconds() if isinstance(trainer, Checkpoints) else time.time() - start
         return trainer, best_epoch, seconds
 
@@ -174,12 +174,12 @@ class RSIRRounds:
                              f" resumes after epoch {trainer.start_epoch - 1} from {trainer.saved_model_file}")
         return trainer.start_epoch - 1
 
-    def fit(self, trainer, config, callback_fn, verbose):
+    def fit(self, trainer, config, callback_fn):
         """Train to early stopping on the run's validation set, on the real training sequences,
         the extra ones and those accepted so far (the round's model and a judge alike)."""
         loader = training_loader(config, self.train_data, self.real, self.extra.concat(self.synthetic))
         trainer.fit(loader, self.protocols[self.protocol]["valid"], saved=True, show_progress=self.show_progress,
-                    verbose=verbose, callback_fn=callback_fn)
+                    verbose=self.config["state"].upper() in ("INFO", "DEBUG"), callback_fn=callback_fn)
 
     def seeds(self):
         if self.config["rsir_seed_synthetic"]:
@@ -220,8 +220,7 @@ class RSIRRounds:
         what = f"round {round_index} judge {name}"
         self.logger.info(set_color(what, "green") + ": training")
         self.resume_training(trainer, what)
-        self.fit(trainer, config, lambda epoch, score: fault_point(f"judge:{round_index}:{epoch}"),
-                 verbose=self.config["state"].upper() in ("INFO", "DEBUG"))
+        self.fit(trainer, config, lambda epoch, score: fault_point(f"judge:{round_index}:{epoch}"))
         distributed.barrier()                     # rank 0 has written the judge's best weights
         state = torch.load(trainer.saved_model_file, map_location=config["device"], weights_only=True)
         model.load_state_dict(state["state_dict"])
