@@ -424,6 +424,16 @@ def test_concentration_against_its_definitions(tmp_path):
     assert [(r["round"], r["sequences"], r["occurrences"], r["distinct"]) for r in rows] == [(1, 1, 4, 1), (2, 1, 2, 2)]
     assert concentration.main(["--seeds=2020,x", f"--out={tmp_path / 'out'}"]) == 2
     assert not (tmp_path / "out").exists()
+    out = tmp_path / "tables"
+    concentration.write(rows, str(out), "cmd a", "SASRec")
+    concentration.write(rows[:1], str(out), "cmd b", "CL4SRec")
+    concentration.write(rows[1:], str(out), "cmd c", "SASRec")      # replaces SASRec's rows, keeps CL4SRec's
+    saved = json.loads((out / "concentration.json").read_text())
+    assert saved["commands"] == {"SASRec": "cmd c", "CL4SRec": "cmd b"}
+    assert [(r["model"], r["round"]) for r in saved["rows"]] == [("CL4SRec", 1), ("SASRec", 2)]
+    md = (out / "concentration.md").read_text()
+    assert md.index("## CL4SRec") < md.index("`cmd b`") < md.index("## SASRec") < md.index("`cmd c`")
+    assert md.count("| nofid | 1 |") == 2 and "cmd a" not in md
 
 
 # ---- the real command ---------------------------------------------------------------------
