@@ -263,6 +263,20 @@ def test_summary_table_takes_means_changes_and_the_best_augmentation_per_column(
                         f"({mask[2020][1] / base[2020][1] - 1:+.1%}) | – | – |")   # on the seed both have
 
 
+def test_short_summary_leaves_out_the_intermediate_rounds_of_ft_nofid_and_strong(tmp_path):
+    for arm in ("rsir", "ft", "nofid", "strong"):
+        path = tmp_path / "amazon-beauty" / "runs" / "SASRec" / arm / "seed2020.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = _fake_payload("SASRec", arm, 2020, (0.1, 0.2))
+        payload["rounds"] = [dict(payload["rounds"][0], round=k) for k in range(4)]
+        path.write_text(json.dumps(payload))
+    full = [line.split(" | ")[0][2:] for line in summary_table(str(tmp_path))[2:]]
+    short = [line.split(" | ")[0][2:] for line in summary_table(str(tmp_path), short=True)[2:]]
+    left_out = ["SASRec + RSIR-FT (fine-tuned) round 1", "SASRec + RSIR-FT (fine-tuned) round 2",
+                "SASRec, no fidelity, round 1", "SASRec, no fidelity, round 2", "strong + RSIR round 2"]
+    assert len(full) == 14 and short == [label for label in full if label not in left_out]
+
+
 @pytest.mark.parametrize("claimed, change, p, n, expected", [
     (0.08, 0.05, 0.01, 3, "reproduces (p 0.010)"),
     (0.08, 0.03, 0.20, 3, "same direction, smaller (p 0.200, not significant)"),
@@ -424,6 +438,16 @@ def test_concentration_against_its_definitions(tmp_path):
     assert [(r["round"], r["sequences"], r["occurrences"], r["distinct"]) for r in rows] == [(1, 1, 4, 1), (2, 1, 2, 2)]
     assert concentration.main(["--seeds=2020,x", f"--out={tmp_path / 'out'}"]) == 2
     assert not (tmp_path / "out").exists()
+    out = tmp_path / "tables"
+    concentration.write(rows, str(out), "cmd a", "SASRec")
+    concentration.write(rows[:1], str(out), "cmd b", "CL4SRec")
+    concentration.write(rows[1:], str(out), "cmd c", "SASRec")      # replaces SASRec's rows, keeps CL4SRec's
+    saved = json.loads((out / "concentration.json").read_text())
+    assert saved["commands"] == {"SASRec": "cmd c", "CL4SRec": "cmd b"}
+    assert [(r["model"], r["round"]) for r in saved["rows"]] == [("CL4SRec", 1), ("SASRec", 2)]
+    md = (out / "concentration.md").read_text()
+    assert md.index("## CL4SRec") < md.index("`cmd b`") < md.index("## SASRec") < md.index("`cmd c`")
+    assert md.count("| nofid | 1 |") == 2 and "cmd a" not in md
 
 
 # ---- the real command ---------------------------------------------------------------------

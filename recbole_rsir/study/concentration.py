@@ -6,7 +6,8 @@ with the real prefix it grew from (``synthetic.npz`` in ``--work``: rounds compu
 machine are not there), and measures their items beside the real training sequences': distinct
 items, the share of all occurrences that falls on the 1% most frequent items of the catalogue,
 and the Gini coefficient of the item counts over the catalogue (0: every item as often, near 1:
-one item only). Writes ``<out>/<dataset>/concentration.{md,json}``.
+one item only). Writes ``<out>/<dataset>/concentration.{md,json}``, one section per model: a call
+replaces its model's rows and keeps the others'.
 """
 import argparse
 import json
@@ -45,20 +46,32 @@ def store_rows(store, arm, seed, n_items):
     return rows
 
 
-def write(rows, folder, command):
+def write(rows, folder, command, model):
+    """Replace ``model``'s rows and command in the folder's concentration files, keep other models'."""
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "concentration.json"), "w", encoding="utf-8") as f:
-        json.dump({"command": command, "rows": rows}, f, indent=1)
+    path = os.path.join(folder, "concentration.json")
+    kept, commands = [], {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        commands = old.get("commands", {"SASRec": old.get("command")})     # files written before models counted
+        kept = [r for r in old["rows"] if r.get("model", "SASRec") != model]
+    commands[model] = command
+    rows = sorted(kept + [{"model": model, **r} for r in rows], key=lambda r: r.get("model", "SASRec"))
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"commands": commands, "rows": rows}, f, indent=1)
     lines = ["# How narrow the generated items are", "",
              "Items of the sequences each round accepted, with the real prefixes they grew from (round 0: the real "
              "training sequences), over the catalogue: distinct items, the share of occurrences on the 1% most "
              "frequent items, and the Gini coefficient of item counts (0: every item as often). From the rounds "
-             f"saved in the study's work folder, by `{command}`.", "",
-             "| arm | seed | round | sequences | item occurrences | distinct items | top 1% share | Gini |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['arm']} | {r['seed']} | {r['round']} | {r['sequences']:,} | {r['occurrences']:,} | "
-                     f"{r['distinct']:,} | {r['top1pct_share']:.1%} | {r['gini']:.3f} |")
+             "saved in the study's work folder."]
+    for name in sorted(commands):
+        lines += ["", f"## {name}", "", f"`{commands[name]}`", "",
+                  "| arm | seed | round | sequences | item occurrences | distinct items | top 1% share | Gini |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['arm']} | {r['seed']} | {r['round']} | {r['sequences']:,} | {r['occurrences']:,} | "
+                  f"{r['distinct']:,} | {r['top1pct_share']:.1%} | {r['gini']:.3f} |"
+                  for r in rows if r.get("model", "SASRec") == name]
     with open(os.path.join(folder, "concentration.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -91,7 +104,7 @@ def main(argv=None):
         print(f"{r['arm']} seed {r['seed']} round {r['round']}: {r['distinct']} distinct items, "
               f"top 1% {r['top1pct_share']:.1%}, Gini {r['gini']:.3f}", flush=True)
     write(rows, os.path.join(args.out, args.dataset),
-          "python -m recbole_rsir.study.concentration " + " ".join(argv))
+          "python -m recbole_rsir.study.concentration " + " ".join(argv), args.model)
     return 0
 
 

@@ -3,7 +3,8 @@
 One row per arm, one column per dataset and protocol: test Recall@10 as the mean over seeds, its
 change against the row's base (round 0 of the same model, or the strong base for strong rows)
 over the seeds both have, and a mark where the paired t-test over them gives p < 0.05. Built from the datasets' results
-files (``benchmarks/results/<dataset>/runs/``), written to ``<out>/summary.md``; README carries it.
+files (``benchmarks/results/<dataset>/runs/``), written to ``<out>/summary.md``; ``--short`` prints
+the rows README carries (intermediate rounds of fine-tuning, no fidelity and the strong base left out).
 """
 import argparse
 import os
@@ -19,6 +20,7 @@ DATASETS = {"amazon-beauty": "Beauty", "amazon-sports-outdoors": "Sports"}
 SHORT = {"recbole": "RecBole's", "exclude_history": "filtered"}
 MARK = "†"
 SUMMARY = "summary.md"
+LEFT_OUT_OF_SHORT = {("ft", 1), ("ft", 2), ("nofid", 1), ("nofid", 2), ("strong", 2)}
 
 
 def rows(models):
@@ -58,12 +60,14 @@ def cell(runs, model, arm, k, base_arm, protocol):
     return f"{mean:.4f} ({change:+.1%}{mark})", len(measured)
 
 
-def summary_table(results, models=("CL4SRec", "HSTU")):
-    """Markdown lines of the table from ``results`` (the results root)."""
+def summary_table(results, models=("CL4SRec", "HSTU"), short=False):
+    """Markdown lines of the table from ``results`` (the results root); ``short``: README's rows."""
     runs = {d: load_runs(os.path.join(results, d)) for d in DATASETS}
     header = ["arm", "seeds"] + [f"{name}, {SHORT[p]}" for name in DATASETS.values() for p in PROTOCOLS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, model, arm, k, base_arm in rows(models):
+        if short and (arm, k) in LEFT_OUT_OF_SHORT:
+            continue
         cells, seeds = [], []
         for dataset in DATASETS:
             counts = []
@@ -98,8 +102,9 @@ def write_summary(out):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m recbole_rsir.study.summary", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join("benchmarks", "results"), help="results root")
+    parser.add_argument("--short", action="store_true", help="print README's rows only, write nothing")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    print(write_summary(args.out))
+    print("\n".join(summary_table(args.out, short=True)) if args.short else write_summary(args.out))
     return 0
 
 
