@@ -9,7 +9,7 @@ S="python -m recbole_rsir.study --threads=1 --commit --rounds=3 --jobs=1"
 case "${1:-core}" in
 core)     # SASRec's default base on both datasets: RSIR against augmentation, weak-to-strong and no fidelity
           # (the paper's collapse is on Sports, so its seed 2020 comes second) and fine-tuning, three seeds;
-          # CL4SRec and HSTU on Beauty; then the tau x p sweep
+          # CL4SRec and HSTU on Beauty; then the tau x p sweep, then the variants beside the strong lane
     $S --dataset=amazon-beauty --seeds=2020 --arms=rsir,aug,nofid
     $S --dataset=amazon-beauty --seeds=2020 --arms=rsir,ft     # needs weights: one sitting, so early in one
     $S --dataset=amazon-sports-outdoors --seeds=2020 --arms=rsir,aug,nofid
@@ -17,15 +17,17 @@ core)     # SASRec's default base on both datasets: RSIR against augmentation, w
     $S --dataset=amazon-beauty --models=CL4SRec,HSTU --seeds=2020,2021 --arms=rsir
     $S --dataset=amazon-sports-outdoors --seeds=2020,2021,2022 --arms=rsir,aug,w2s
     $S --dataset=amazon-beauty,amazon-sports-outdoors --seeds=2020,2021,2022 --arms=rsir,nofid,ft
-    $S --dataset=amazon-beauty --seeds=2020 --arms=sweep ;;
+    $S --dataset=amazon-beauty --seeds=2020 --arms=sweep
+    $S --dataset=amazon-beauty --seeds=2020,2021,2022 --arms=rsir,strong,refine,judge,tau ;;
 strong)   # the strong base with RSIR on top, then CL4SRec and HSTU on Beauty (the README's table
-          # needs them), then the variants beyond the paper (issue 20) and the long Sports strong
-          # runs (a run both lanes plan goes to the first that starts it)
+          # needs them), the strong base on Sports, then the sweep beside the core lane, then the
+          # variants beyond the paper (issue 20): the evidence issue's cells come first in both
+          # lanes (a run both lanes plan goes to the first that starts it)
     $S --dataset=amazon-beauty --seeds=2020,2021,2022 --arms=rsir,strong
     $S --dataset=amazon-beauty --models=CL4SRec,HSTU --seeds=2020,2021 --arms=rsir
     $S --dataset=amazon-beauty --seeds=2020 --arms=rsir,judge
-    $S --dataset=amazon-sports-outdoors --seeds=2020 --arms=rsir,strong
-    $S --dataset=amazon-beauty --seeds=2020,2021,2022 --arms=rsir,strong,refine,judge,tau
-    $S --dataset=amazon-sports-outdoors --seeds=2021,2022 --arms=rsir,strong ;;
+    $S --dataset=amazon-sports-outdoors --seeds=2020,2021,2022 --arms=rsir,strong
+    $S --dataset=amazon-beauty --seeds=2020 --arms=sweep
+    $S --dataset=amazon-beauty --seeds=2020,2021,2022 --arms=rsir,strong,refine,judge,tau ;;
 *) echo "usage: $0 core|strong" >&2; exit 2 ;;
 esac
