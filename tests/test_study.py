@@ -177,8 +177,10 @@ def test_variant_arms_reuse_their_base_round0_and_turn_one_option_on():
 
 
 def test_estimates_count_partial_rounds_and_leave_out_the_done_ones():
-    """Round 0 takes 100 s, a later round 10, 20 or 30 s (mean 20 s); a run with rounds 0-2 done is
-    one later round from the end, whatever its arm shares."""
+    """Round 0 takes 100 s; rsir's later rounds 10, 15 and 80 s (median 15 s: the 80 s one ran on a
+    crowded machine), nofid's 35 s, so every later round's median is 25 s. An arm is estimated from
+    its own later rounds, an arm without any from all of them; a run with rounds 0-2 done is one
+    later round from the end, whatever its arm shares."""
     by_arm = {r.arm: r for r in plan(["d"], ["SASRec"], [1], 3, ["nofid", "judge", "sweep"])}
     rsir, nofid = by_arm["rsir"], by_arm["nofid"]
 
@@ -186,18 +188,21 @@ def test_estimates_count_partial_rounds_and_leave_out_the_done_ones():
         rounds = [{"round": k, "train_seconds": s, "generate_seconds": 0.0} for k, s in enumerate(seconds)]
         return {"run": run.as_dict(), "rounds": rounds, "complete": False}
 
-    payloads = [partial(rsir, [100.0, 5.0, 15.0]), partial(nofid, [100.0, 35.0])]   # nofid's round 0 is rsir's
-    payloads[0]["rounds"][1]["generate_seconds"] = 5.0                              # generation counts too
+    payloads = [partial(rsir, [100.0, 5.0, 15.0, 80.0]), partial(nofid, [100.0, 35.0])]  # nofid's round 0 is rsir's
+    payloads[0]["rounds"][1]["generate_seconds"] = 5.0                                   # generation counts too
     seconds = estimates.round_seconds(payloads)
-    assert seconds == {("SASRec", "default", False): 100.0, ("SASRec", "default", True): 20.0}
-    assert [results.finished_rounds(p) for p in payloads] == [3, 2]
+    assert seconds == {("SASRec", "default", False): 100.0, ("SASRec", "default", True, "rsir"): 15.0,
+                       ("SASRec", "default", True, "nofid"): 35.0, ("SASRec", "default", True, None): 25.0}
+    assert [results.finished_rounds(p) for p in payloads] == [4, 2]
     assert results.finished_rounds(None) == 0 and results.finished_rounds({**payloads[0], "complete": True}) == 0
-    assert estimates.estimate(rsir, seconds) == 100.0 + 3 * 20.0
-    assert estimates.estimate(rsir, seconds, finished=3) == 20.0
-    assert estimates.estimate(nofid, seconds) == 3 * 20.0 and estimates.estimate(nofid, seconds, finished=2) == 40.0
+    assert estimates.estimate(rsir, seconds) == 100.0 + 3 * 15.0
+    assert estimates.estimate(rsir, seconds, finished=3) == 15.0
+    assert estimates.estimate(nofid, seconds) == 3 * 35.0 and estimates.estimate(nofid, seconds, finished=2) == 70.0
     judged = by_arm["judge-previous"]                                     # shares rounds 0 and 1
-    assert estimates.estimate(judged, seconds) == 2 * 20.0 and estimates.estimate(judged, seconds, finished=4) == 0
-    assert estimates.estimate(by_arm["sweep-tau5-p0.25"], seconds) == 20.0
+    assert estimates.estimate(judged, seconds) == 2 * 25.0 and estimates.estimate(judged, seconds, finished=4) == 0
+    assert estimates.estimate(by_arm["sweep-tau5-p0.25"], seconds) == 25.0
+    swept = partial(by_arm["sweep-tau1-p0"], [100.0, 4.0])                # the sweep's cells estimate each other
+    assert estimates.estimate(by_arm["sweep-tau5-p0.25"], estimates.round_seconds(payloads + [swept])) == 4.0
     strong = plan(["d"], ["SASRec"], [1], 3, ["strong"])[-1]
     assert estimates.estimate(strong, seconds) is None
     assert estimates.total_line([60.0 * 60, 30.0 * 60, None], jobs=1).startswith("1.5 h with 1 job for the 2 runs")
