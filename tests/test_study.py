@@ -400,6 +400,30 @@ def test_report_gives_the_per_user_taus_summary_where_there_is_no_one_tau(tmp_pa
     assert text.count("| RSIR, tau per user (median rank of the user's own next items, at most 200), round 1 |") == 2
 
 
+def test_report_tabulates_the_sweep_on_both_protocols_from_its_first_seed(tmp_path):
+    cells = {("rsir", 1): None, ("sweep-tau5-p0.25", 1): (0.31, 0.41, 0.125),
+             ("sweep-tau100-p1", 1): (0.32, 0.42, 0.5), ("sweep-tau5-p0", 2): (0.9, 0.9, 0.9)}
+    for (arm, seed), cell in cells.items():
+        payload = _fake_payload("SASRec", arm, seed, (0.1, 0.2))
+        if cell:
+            r1 = json.loads(json.dumps(payload["rounds"][0]))
+            for protocol, value in zip(("recbole", "exclude_history"), cell):
+                r1["protocols"][protocol]["test"]["recall@10"] = value
+            r1.update(round=1, generation={"acceptance_rate": cell[2]})
+            payload["rounds"].append(r1)
+        path = tmp_path / "runs" / "SASRec" / arm / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload))
+    build_report(str(tmp_path), "d", [])
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    assert "accepted (seed 1; its base: 0.1000 / 0.2000)." in lines[lines.index("### tau x p sweep") + 2]
+    rows = {line.split(" | ")[0]: line.split(" | ")[1:] for line in lines if line.startswith("| 5 |")
+            or line.startswith("| 100 |") or line.startswith("| 1 |")}
+    assert len(SWEEP_P) == 5 and rows["| 5"] == ["-", "0.3100 / 0.4100 (12.5%)", "-", "-", "- |"]
+    assert rows["| 100"] == ["-", "-", "-", "-", "0.3200 / 0.4200 (50.0%) |"] and rows["| 1"] == ["-"] * 4 + ["- |"]
+    assert (tmp_path / "plots" / "SASRec-sweep.png").exists()
+
+
 def test_history_share_counts_the_users_earlier_items_in_the_top_k(tiny_data_path):
     """Against a plain loop: each test user's top-k of the padded scores, checked against the
     training sequence and the validation item."""

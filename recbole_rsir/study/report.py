@@ -350,19 +350,46 @@ def plot_lengths(runs, model, n_rounds, path):
     _save(plt, fig, ax, path, fontsize=8)
 
 
-def sweep_grid(runs, model, protocol="recbole", metric="recall@10"):
-    """``(taus, ps, grid)`` of one-round sweep results (first seed found), NaN where missing."""
+def recall_at_10(protocol):
+    """Reads a round's test Recall@10 under ``protocol``."""
+    return lambda r: r["protocols"][protocol]["test"]["recall@10"]
+
+
+def sweep_grid(runs, model, read):
+    """``(taus, ps, grid, seed)``: ``read`` of round 1 of each sweep cell on the sweep's first seed,
+    NaN where that cell has no finished round 1."""
     grid = np.full((len(SWEEP_TAU), len(SWEEP_P)), np.nan)
+    seed = min((s for m, a, s in runs if m == model and a.startswith("sweep-")), default=None)
     for i, tau in enumerate(SWEEP_TAU):
         for j, p in enumerate(SWEEP_P):
-            cell = values(runs, model, f"sweep-tau{tau}-p{p:g}", 1, protocol, metric)
-            if cell:
-                grid[i, j] = cell[min(cell)]
-    return SWEEP_TAU, SWEEP_P, grid
+            payload = runs.get((model, f"sweep-tau{tau}-p{p:g}", seed))
+            r = payload and _round(payload, 1)
+            if r and r.get("protocols"):
+                grid[i, j] = read(r)
+    return SWEEP_TAU, SWEEP_P, grid, seed
+
+
+def sweep_table(runs, model):
+    """The sweep grid in figures: both protocols and the acceptance rate of each cell, beside the base."""
+    taus, ps, grid, seed = sweep_grid(runs, model, recall_at_10("recbole"))
+    if np.isnan(grid).all():
+        return []
+    filtered = sweep_grid(runs, model, recall_at_10("exclude_history"))[2]
+    accepted = sweep_grid(runs, model, lambda r: r["generation"].get("acceptance_rate", np.nan))[2]
+    base = {protocol: values(runs, model, "rsir", 0, protocol, "recall@10").get(seed) for protocol in PROTOCOLS}
+    lines = [f"Test Recall@10 after one round, RecBole's / filtered, and the share of generated sequences "
+             f"accepted (seed {seed}; its base: {base['recbole'] or float('nan'):.4f} / "
+             f"{base['exclude_history'] or float('nan'):.4f}).", "",
+             "| tau | " + " | ".join(f"p {p:g}" for p in ps) + " |", "|---|" + "---|" * len(ps)]
+    for i, tau in enumerate(taus):
+        cells = ["-" if np.isnan(grid[i, j]) else
+                 f"{grid[i, j]:.4f} / {filtered[i, j]:.4f} ({accepted[i, j]:.1%})" for j in range(len(ps))]
+        lines.append(f"| {tau} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_sweep(runs, model, path):
-    taus, ps, grid = sweep_grid(runs, model)
+    taus, ps, grid, _ = sweep_grid(runs, model, recall_at_10("recbole"))
     if np.isnan(grid).all():
         return False
     plt = _plt()
@@ -446,6 +473,9 @@ def build_report(folder, dataset, planned, record=True):
                "and weak-to-strong rows: the extra sequences); failed fidelity tests and picks from history are "
                "shares of all steps of all attempted sequences.", ""]
         md += round_stats(runs, model, n_rounds) + [""]
+        sweep = sweep_table(runs, model)
+        if sweep:
+            md += ["### tau x p sweep", ""] + sweep + [""]
         pictures = []
         for name, draw in (("collapse", plot_collapse), ("training_set", plot_training_set),
                            ("accepted_lengths", plot_lengths)):
