@@ -366,6 +366,36 @@ def test_report_sets_variants_beside_plain_rsir_with_their_generation(tmp_path, 
     assert (tmp_path / "plots" / "SASRec-variants.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("filtered_refine, beyond", [((0.13, 0.16), "yes"), ((0.12, 0.12), "no")])
+def test_variant_table_calls_a_win_only_beyond_the_spread_on_both_protocols(tmp_path, filtered_refine, beyond):
+    """RecBole's protocol: refine 0.13 / 0.16 against plain 0.10 / 0.12 clears the larger sd (0.0212);
+    filtered, 0.12 / 0.12 against the same plain does not (difference 0.010, sd 0.0141)."""
+    recbole = {"rsir": (0.10, 0.12), "refine": (0.13, 0.16)}
+    filtered = {"rsir": (0.10, 0.12), "refine": filtered_refine}
+    for arm in recbole:
+        for i, seed in enumerate((2020, 2021)):
+            payload = _fake_payload("SASRec", arm, seed, (0.1, 0.2))
+            r1 = json.loads(json.dumps(payload["rounds"][0]))
+            r1.update(round=1, generation={"acceptance_rate": 0.2 + 0.1 * i + 0.1 * (arm == "refine"),
+                                           "mean_length": 4.0 + i})
+            r1["protocols"]["recbole"]["test"]["recall@10"] = recbole[arm][i]
+            r1["protocols"]["exclude_history"]["test"]["recall@10"] = filtered[arm][i]
+            payload["rounds"].append(r1)
+            payload["run"]["rounds"] = 1
+            path = tmp_path / "runs" / "SASRec" / arm / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(payload))
+    build_report(str(tmp_path), "d", plan(["d"], ["SASRec"], [2020, 2021], 1, ["refine"]))
+    text = (tmp_path / "report.md").read_text()
+    mean = np.mean(filtered_refine)
+    assert (f"| refine on miss (K=3) | 1 | 2 | 0.1450 / 0.1100 (+31.8%) | {mean:.4f} / 0.1100 "
+            f"({mean / 0.11 - 1:+.1%}) | 35.0% / 25.0% | 4.50 / 4.50 | {beyond} |") in text
+    assert ("- refine on miss (K=3): beats plain RSIR beyond the spread on both protocols in round 1 (2 seeds)"
+            if beyond == "yes" else
+            "- refine on miss (K=3): does not beat plain RSIR beyond the spread in any round (2 seeds); it stays off"
+            ) in text
+
+
 def test_a_plotted_line_starts_from_the_base_of_its_own_seeds():
     runs = {}
     for arm, seed, recall in (("rsir", 1, [0.10, 0.14]), ("rsir", 2, [0.18, 0.22]), ("rsir", 3, [0.30, 0.33]),

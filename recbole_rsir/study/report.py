@@ -234,6 +234,67 @@ def findings(summary, n_rounds, protocol, model):
     return [f"- {line}" for line in out if line]
 
 
+def beyond_spread(cell, plain):
+    """Whether ``cell`` beats ``plain`` beyond the seeds' spread: over the seeds both have (at least
+    two), its mean exceeds plain's by more than the larger of their standard deviations; None with
+    fewer seeds, where the spread is unknown."""
+    common = sorted(set(cell) & set(plain))
+    if len(common) < 2:
+        return None
+    a, b = (np.array([x[s] for s in common]) for x in (cell, plain))
+    return bool(a.mean() - b.mean() > max(a.std(ddof=1), b.std(ddof=1)))
+
+
+def generation_mean(runs, model, arm, k, seeds, key):
+    """Mean over ``seeds`` of a generation statistic of round ``k`` of ``arm``; NaN where none has it."""
+    xs = [(_round(p, k) or {}).get("generation", {}).get(key) for (m, a, s), p in runs.items()
+          if (m, a) == (model, arm) and s in seeds]
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def variant_table(runs, model, n_rounds):
+    """Each variant beyond the paper against plain RSIR on the same base, round by round and over the
+    seeds both have: test Recall@10 on both protocols, the generation beside it, and whether it beats
+    plain RSIR beyond the seeds' spread on both protocols, the bar for becoming a default."""
+    lines = ["| variant | round | seeds | RecBole's: variant / plain (Δ) | filtered: variant / plain (Δ) "
+             "| acceptance rate: variant / plain | mean accepted length: variant / plain "
+             "| beyond the spread on both |", "|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for base, prefix in (("rsir", ""), ("strong", "strong + ")):
+        for arm, label in variant_arms(model, base):
+            won, seeds_seen = [], set()
+            for k in range(1, n_rounds + 1):
+                cells = {p: (values(runs, model, arm, k, p, "recall@10"), values(runs, model, base, k, p, "recall@10"))
+                         for p in PROTOCOLS}
+                seeds = set.intersection(*(set(c) & set(pl) for c, pl in cells.values()))
+                if not seeds:
+                    continue
+                seeds_seen |= seeds
+                beyond = [beyond_spread(*cells[p]) for p in PROTOCOLS]
+                verdict_k = None if None in beyond else all(beyond)
+                if verdict_k:
+                    won.append(k)
+                figures = []
+                for c, pl in cells.values():
+                    v, w = (float(np.mean([x[s] for s in seeds])) for x in (c, pl))
+                    figures.append(f"{v:.4f} / {w:.4f} ({_pct(v / w - 1)})")
+                for key, fmt in (("acceptance_rate", "{:.1%}"), ("mean_length", "{:.2f}")):
+                    figures.append(" / ".join(fmt.format(generation_mean(runs, model, a, k, seeds, key))
+                                              for a in (arm, base)))
+                lines.append(f"| {prefix}{label} | {k} | {len(seeds)} | " + " | ".join(figures) + " | "
+                             + {None: "one seed: no spread", True: "yes", False: "no"}[verdict_k] + " |")
+            if not seeds_seen:
+                continue
+            n = len(seeds_seen)
+            verdicts.append(f"- {prefix}{label}: " + (
+                f"beats plain RSIR beyond the spread on both protocols in round{'s' * (len(won) > 1)} "
+                f"{', '.join(map(str, won))} ({n} seeds)" if won else
+                f"does not beat plain RSIR beyond the spread in any round ({n} seeds); it stays off" if n > 1 else
+                "one seed so far, no verdict"))
+    return lines + [""] + verdicts if verdicts else []
+
+
 # ---- plots ---------------------------------------------------------------------------
 
 def _plt():
@@ -473,6 +534,13 @@ def build_report(folder, dataset, planned, record=True):
                "and weak-to-strong rows: the extra sequences); failed fidelity tests and picks from history are "
                "shares of all steps of all attempted sequences.", ""]
         md += round_stats(runs, model, n_rounds) + [""]
+        compared = variant_table(runs, model, n_rounds)
+        if compared:
+            md += ["### Variants beyond the paper against plain RSIR", "",
+                   "Test Recall@10 of each variant beside plain RSIR on the same base and seeds. A variant beats "
+                   "plain RSIR beyond the seeds' spread when its mean exceeds plain's by more than the larger of "
+                   "the two standard deviations over seeds, on both protocols; only such a variant may become "
+                   "a default.", ""] + compared + [""]
         sweep = sweep_table(runs, model)
         if sweep:
             md += ["### tau x p sweep", ""] + sweep + [""]
