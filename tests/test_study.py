@@ -220,6 +220,22 @@ def _fake_payload(model, arm, seed, recall):
     return {"run": Run("d", model, arm, seed, 0).as_dict(), "rounds": rounds, "extra": {}}
 
 
+def _write_round1(folder, arm, seed, recall, generation):
+    """A SASRec run's results file: round 0 at (0.1, 0.2) and, given ``recall`` (RecBole's, filtered
+    Recall@10), a round 1 with ``generation``."""
+    payload = _fake_payload("SASRec", arm, seed, (0.1, 0.2))
+    if recall:
+        r1 = json.loads(json.dumps(payload["rounds"][0]))
+        for protocol, value in zip(("recbole", "exclude_history"), recall):
+            r1["protocols"][protocol]["test"]["recall@10"] = value
+        r1.update(round=1, generation=generation)
+        payload["rounds"].append(r1)
+        payload["run"]["rounds"] = 1
+    path = folder / "runs" / "SASRec" / arm / f"seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload))
+
+
 def test_report_means_changes_and_paired_test(tmp_path):
     base = {2020: (0.10, 0.20), 2021: (0.12, 0.22), 2022: (0.11, 0.25)}
     crop = {2020: (0.13, 0.21), 2021: (0.12, 0.24), 2022: (0.16, 0.26)}
@@ -374,17 +390,8 @@ def test_variant_table_calls_a_win_only_beyond_the_spread_on_both_protocols(tmp_
     filtered = {"rsir": (0.10, 0.12), "refine": filtered_refine}
     for arm in recbole:
         for i, seed in enumerate((2020, 2021)):
-            payload = _fake_payload("SASRec", arm, seed, (0.1, 0.2))
-            r1 = json.loads(json.dumps(payload["rounds"][0]))
-            r1.update(round=1, generation={"acceptance_rate": 0.2 + 0.1 * i + 0.1 * (arm == "refine"),
-                                           "mean_length": 4.0 + i})
-            r1["protocols"]["recbole"]["test"]["recall@10"] = recbole[arm][i]
-            r1["protocols"]["exclude_history"]["test"]["recall@10"] = filtered[arm][i]
-            payload["rounds"].append(r1)
-            payload["run"]["rounds"] = 1
-            path = tmp_path / "runs" / "SASRec" / arm / f"seed{seed}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(payload))
+            _write_round1(tmp_path, arm, seed, (recbole[arm][i], filtered[arm][i]),
+                          {"acceptance_rate": 0.2 + 0.1 * i + 0.1 * (arm == "refine"), "mean_length": 4.0 + i})
     build_report(str(tmp_path), "d", plan(["d"], ["SASRec"], [2020, 2021], 1, ["refine"]))
     text = (tmp_path / "report.md").read_text()
     mean = np.mean(filtered_refine)
@@ -434,16 +441,7 @@ def test_report_tabulates_the_sweep_on_both_protocols_from_its_first_seed(tmp_pa
     cells = {("rsir", 1): None, ("sweep-tau5-p0.25", 1): (0.31, 0.41, 0.125),
              ("sweep-tau100-p1", 1): (0.32, 0.42, 0.5), ("sweep-tau5-p0", 2): (0.9, 0.9, 0.9)}
     for (arm, seed), cell in cells.items():
-        payload = _fake_payload("SASRec", arm, seed, (0.1, 0.2))
-        if cell:
-            r1 = json.loads(json.dumps(payload["rounds"][0]))
-            for protocol, value in zip(("recbole", "exclude_history"), cell):
-                r1["protocols"][protocol]["test"]["recall@10"] = value
-            r1.update(round=1, generation={"acceptance_rate": cell[2]})
-            payload["rounds"].append(r1)
-        path = tmp_path / "runs" / "SASRec" / arm / f"seed{seed}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload))
+        _write_round1(tmp_path, arm, seed, cell and cell[:2], cell and {"acceptance_rate": cell[2]})
     build_report(str(tmp_path), "d", [])
     lines = (tmp_path / "report.md").read_text().splitlines()
     assert "accepted (seed 1; its base: 0.1000 / 0.2000)." in lines[lines.index("### tau x p sweep") + 2]
