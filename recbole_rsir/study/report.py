@@ -277,7 +277,7 @@ def variant_table(runs, model, n_rounds):
                     won.append(k)
                 figures = []
                 for c, pl in cells.values():
-                    v, w = (float(np.mean([x[s] for s in seeds])) for x in (c, pl))
+                    v, w, _ = paired_means(c, pl)
                     figures.append(f"{v:.4f} / {w:.4f} ({_pct(v / w - 1)})")
                 for key, fmt in (("acceptance_rate", "{:.1%}"), ("mean_length", "{:.2f}")):
                     figures.append(" / ".join(fmt.format(generation_mean(runs, model, a, k, seeds, key))
