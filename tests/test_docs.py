@@ -18,8 +18,21 @@ def slug(heading):
 
 
 def anchors(path):
+    """The slugs of a markdown file's headings; ``#`` lines inside fenced code are not headings."""
+    found, fenced = set(), False
     with open(path, encoding="utf-8") as f:
-        return {slug(line.lstrip("#")) for line in f if line.startswith("#")}
+        for line in f:
+            if line.startswith("```"):
+                fenced = not fenced
+            elif line.startswith("#") and not fenced:
+                found.add(slug(line.lstrip("#")))
+    return found
+
+
+def test_anchors_skip_comments_in_fenced_code(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Install\n```bash\n# not a heading\n```\n## Run it\n")
+    assert anchors(doc) == {"install", "run-it"}
 
 
 def test_slug_matches_githubs_rule():
