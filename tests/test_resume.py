@@ -236,6 +236,58 @@ def test_training_resumed_from_a_checkpoint_repeats_the_uninterrupted_run(tiny_d
     assert not all(torch.equal(a, b) for a, b in zip(weights(without_streams), weights(whole)))
 
 
+class _ScriptedValidation(RSIRTrainer):
+    """Validation scores fixed by the test, so which epochs improve is known: epoch 1 is the best."""
+    scores = (0.5, 0.6, 0.4, 0.3, 0.2)
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        score = self.scores[max(self.train_loss_dict)]
+        return score, {"recall@10": score}
+
+
+class _Stop(Exception):
+    pass
+
+
+def _fit_validated(tiny_data_path, checkpoint, stop_after=None, resume=False):
+    config, _, train_data, valid_data, _ = build_tiny(tiny_data_path, epochs=5, stopping_step=10)
+    trainer = _ScriptedValidation(config, get_model("SASRec")(config, train_data.dataset))
+    trainer.saved_model_file = checkpoint
+    if resume:
+        torch.manual_seed(12345)            # whatever the process did before, the checkpoint sets the streams
+        trainer.resume_checkpoint(checkpoint)
+
+    def stop(epoch, score):
+        if epoch == stop_after:
+            raise _Stop
+
+    loader = training_loader(config, train_data, training_sequences(train_data.dataset), SequenceSet.empty())
+    try:
+        trainer.fit(loader, valid_data, saved=True, verbose=False, callback_fn=stop)
+    except _Stop:
+        pass
+    return trainer
+
+
+def test_a_fit_stopped_after_an_epoch_that_did_not_improve_resumes_after_that_epoch(tiny_data_path):
+    folder = lambda name: os.path.join(tiny_data_path, name)  # noqa: E731
+    whole = _fit_validated(tiny_data_path, folder("whole.pth"))
+    _fit_validated(tiny_data_path, folder("cut.pth"), stop_after=3)
+    saved = torch.load(folder("cut.pth"), weights_only=True)
+    assert (saved["epoch"], saved["latest"]["epoch"], saved["latest"]["cur_step"]) == (1, 3, 2)
+
+    resumed = _fit_validated(tiny_data_path, folder("cut.pth"), resume=True)
+
+    assert list(resumed.train_loss_dict) == [4]                    # epochs 2-3 were not trained again
+    assert resumed.best_epoch == whole.best_epoch == 1 and resumed.cur_step == whole.cur_step == 3
+    weights = lambda state: list(state.values())  # noqa: E731
+    assert all(torch.equal(a, b) for a, b in zip(weights(resumed.model.state_dict()),
+                                                 weights(whole.model.state_dict())))
+    best = [torch.load(folder(name), weights_only=True)["state_dict"] for name in ("cut.pth", "whole.pth")]
+    assert all(torch.equal(a, b) for a, b in zip(weights(best[0]), weights(best[1])))
+    assert not all(torch.equal(a, b) for a, b in zip(weights(best[0]), weights(resumed.model.state_dict())))
+
+
 def test_an_interrupted_round_counts_as_started_for_the_settings_check(tiny_data_path):
     out = os.path.join(tiny_data_path, "out")
     store = RoundStore(out)

@@ -166,13 +166,13 @@ class RSIRRounds:
         return trainer, best_epoch, seconds
 
     def resume_training(self, trainer, what):
-        """Continue after the epoch of the checkpoint a stopped training left at the trainer's
-        ``saved_model_file``, if any; returns that epoch (-1: none)."""
+        """Continue after the last epoch the checkpoint a stopped training left at the trainer's
+        ``saved_model_file`` holds, if any; returns its best epoch (-1: none)."""
         if os.path.isfile(trainer.saved_model_file):
             trainer.resume_checkpoint(trainer.saved_model_file)
             self.logger.info(set_color(what, "green") +
                              f" resumes after epoch {trainer.start_epoch - 1} from {trainer.saved_model_file}")
-        return trainer.start_epoch - 1
+        return getattr(trainer, "best_epoch", trainer.start_epoch - 1)
 
     def fit(self, trainer, config, callback_fn):
         """Train to early stopping on the run's validation set, on the real training sequences,

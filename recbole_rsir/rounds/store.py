@@ -4,7 +4,8 @@
 tensors only, loaded with ``weights_only=True``), ``synthetic.npz`` (the sequences accepted in
 that round) and ``result.json``. A round is built in ``round<k>.tmp/`` and renamed into place
 only when complete, so a folder without ``.tmp`` is always whole; until then its ``model.pth``
-is the trainer's best checkpoint so far, from which a stopped round resumes, and
+is the trainer's checkpoint (the best epoch's weights and the state after the last validated
+epoch), from which a stopped round resumes, and
 ``generated.npz`` with ``generated.json`` keep the round's sequences once generated. Every round
 reseeds from (seed, round) and RSIRTrainer's checkpoints carry the random streams, so resuming
 gives the same results as not stopping.

@@ -4,7 +4,9 @@ RecBole's checkpoints pickle its Config, which torch >= 2.6 refuses to load by d
 hold no random state, so a resumed fit cannot repeat an uninterrupted one. These hold the
 weights, the optimizer, early stopping's state and the random streams of dropout (torch's
 global generator), negatives and shuffling: a fit resumed with RecBole's
-``resume_checkpoint`` ends as one never stopped. In a distributed run each rank draws its own
+``resume_checkpoint`` ends as one never stopped. A validation that does not improve adds the
+state after its epoch under ``latest``, so a stopped fit loses at most the epoch in progress
+rather than every epoch since the best one. In a distributed run each rank draws its own
 dropout masks, so a checkpoint holds every rank's streams; rank 0 writes it.
 """
 import os
@@ -27,7 +29,7 @@ class Checkpoints:
         self._seconds_before = 0.0       # training time of a resumed checkpoint's epochs
         self._fit_start = None
 
-    def fit(self, train_data, *args, **kwargs):
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._shuffle = getattr(train_data, "generator", None)
         if self._resumed_rng is not None:
             self._set_rng(self._resumed_rng)
@@ -35,7 +37,15 @@ class Checkpoints:
         self._fit_start = time.time()
         if self.best_epoch >= 0 and self.start_epoch >= self.epochs:
             return self.best_valid_score, None     # resumed after its last epoch: nothing left to train
-        return super().fit(train_data, *args, **kwargs)
+
+        def after_validation(epoch, score):        # RecBole calls it after saving a new best
+            if saved and 0 <= self.best_epoch != epoch:
+                self._save_latest(epoch)
+            if callback_fn:
+                callback_fn(epoch, score)
+
+        return super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                           callback_fn=after_validation)
 
     def train_seconds(self):
         """Training time so far, a resumed checkpoint's share included."""
@@ -53,14 +63,10 @@ class Checkpoints:
         if self._shuffle is not None and "shuffle" in streams:
             self._shuffle.set_state(streams["shuffle"])
 
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        self.best_epoch = epoch
+    def _state(self, epoch):
+        """What training needs to go on after ``epoch`` (every rank's streams: collective)."""
         streams = distributed.gather(self._rng())
-        if not distributed.is_main():
-            return
-        state = {
-            "model": self.config["model"],
+        return {
             "epoch": epoch,
             "cur_step": self.cur_step,
             "best_valid_score": float(self.best_valid_score),
@@ -69,25 +75,45 @@ class Checkpoints:
             "rng": streams[0] if len(streams) == 1 else {"ranks": streams},
             "train_seconds": self.train_seconds(),
         }
-        tmp = f"{saved_model_file}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, saved_model_file)
+
+    @staticmethod
+    def _write(path, checkpoint):
+        tmp = f"{path}.tmp"
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        self.best_epoch = epoch
+        state = self._state(epoch)
+        if distributed.is_main():
+            self._write(saved_model_file, {"model": self.config["model"], **state})
+
+    def _save_latest(self, epoch):
+        """The best epoch's checkpoint, plus the state after ``epoch`` as ``latest``."""
+        state = self._state(epoch)
+        if distributed.is_main():
+            checkpoint = torch.load(self.saved_model_file, map_location="cpu", weights_only=True)
+            checkpoint["latest"] = state
+            self._write(self.saved_model_file, checkpoint)
 
     def resume_checkpoint(self, resume_file):
-        """RecBole's resume for these checkpoints: training continues after the saved (best) epoch
-        with its weights, optimizer, early-stopping count and random streams."""
+        """RecBole's resume for these checkpoints: training continues after the last epoch saved
+        (its ``latest`` state, else the best epoch) with its weights, optimizer, early-stopping
+        count and random streams; the best epoch's weights stay the ones tested."""
         checkpoint = torch.load(resume_file, map_location=self.device, weights_only=True)
         if checkpoint["model"].lower() != self.config["model"].lower():
             raise ValueError(f"{resume_file} holds a {checkpoint['model']} model, not {self.config['model']}")
         self.saved_model_file = resume_file
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.best_epoch = checkpoint["epoch"]
-        self.start_epoch = self.best_epoch + 1
-        self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
-        self._seconds_before = checkpoint.get("train_seconds", 0.0)
-        self._resumed_rng = checkpoint.get("rng")
+        state = checkpoint.get("latest", checkpoint)
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch = state["epoch"] + 1
+        self.cur_step = state["cur_step"]
+        self._seconds_before = state.get("train_seconds", 0.0)
+        self._resumed_rng = state.get("rng")
         if self._resumed_rng is not None and "ranks" in self._resumed_rng:
             self._resumed_rng = self._resumed_rng["ranks"][distributed.rank()]
         if self._resumed_rng is None:
