@@ -12,6 +12,8 @@ import torch
 from conftest import build_tiny, make_rows
 from scipy import stats
 
+from recbole_rsir import cli
+from recbole_rsir.config import PROPERTIES_DIR, Config
 from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
@@ -434,7 +436,32 @@ def test_report_gives_the_per_user_taus_summary_where_there_is_no_one_tau(tmp_pa
     build_report(str(tmp_path), "d", plan(["d"], ["SASRec"], [1, 2], 1, ["tau"]))
     text = (tmp_path / "report.md").read_text()
     assert "| tau-user | 1 | 2 |" in text and "| per user: mean 13.5, median 11.5 | - |" in text
-    assert text.count("| RSIR, tau per user (median rank of the user's own next items, at most 200), round 1 |") == 2
+    assert text.count("| RSIR, tau per user (median own rank, at most 200), round 1 |") == 2
+
+
+def test_report_gives_each_variant_a_run_rsir_command_with_the_study_runs_settings(tmp_path, monkeypatch):
+    planned = plan(["amazon-beauty"], ["SASRec"], [2021, 2022], 3, ["strong", "refine", "judge", "tau"])
+    for run in planned:
+        _write_round1(tmp_path, run.arm, run.seed, (0.1, 0.2), {"acceptance_rate": 0.25, "mean_length": 4.0})
+    build_report(str(tmp_path), "amazon-beauty", planned)
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    commands = [line.split("`")[1].split()[2:] for line in lines if "`python run_rsir.py" in line]
+    preset = [line.split("`")[1] for line in lines if line.startswith("- strong + any of them")]
+    variants = [run for run in planned if run.round0_from == "rsir" and run.seed == 2021]
+    assert len(commands) == len(variants) == 5 and len(preset) == 1
+    calls = []
+    monkeypatch.setattr(cli, "run_rsir", lambda *args, **kw: calls.append((args, kw)))
+    for args, run in zip(commands, variants):
+        assert cli.main(args + [preset[0]]) == 0
+        (model, dataset), kw = calls.pop()
+        files = [os.path.join(os.path.dirname(PROPERTIES_DIR), f) for f in kw["config_file_list"]]
+        config = Config(model, dataset, files, cmd_args=kw["cmd_args"])
+        assert (config["model"], config["dataset"], config["seed"], config["rsir_rounds"]) == (run.model, run.dataset,
+                                                                                            run.seed, run.rounds)
+        assert {key: config[key] for key in run.overrides} == run.overrides
+        assert len(files) == 1 and os.path.samefile(files[0], STRONG_PRESET)
+    assert ("Every row: `python -m recbole_rsir.study --dataset=amazon-beauty --rounds=3 --seeds=2021,2022 "
+            "--arms=rsir,strong,refine,judge,tau`.") in lines
 
 
 def test_report_tabulates_the_sweep_on_both_protocols_from_its_first_seed(tmp_path):

@@ -50,7 +50,7 @@ def variants(arm, model):
     if arm == "tau":
         return {"tau-tighten": (f"tau x{TAU_FACTOR:g} per round",
                                 {"rsir_tau_schedule": "tighten", "rsir_tau_factor": TAU_FACTOR}),
-                "tau-user": ("tau per user (median rank of the user's own next items, at most 200)",
+                "tau-user": ("tau per user (median own rank, at most 200)",
                              {"rsir_tau_schedule": "per_user"})}
     raise ValueError(f"unknown variant arm {arm!r}; known: {', '.join(VARIANT_ARMS)}")
 

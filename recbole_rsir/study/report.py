@@ -12,10 +12,11 @@ import warnings
 import numpy as np
 from scipy import stats
 
+from recbole_rsir.config import PROPERTIES_DIR
 from recbole_rsir.study.augment import OPERATORS
 from recbole_rsir.study.claims import CLAIMS, verdict
 from recbole_rsir.study.estimates import estimate, minutes, round_seconds, total_line
-from recbole_rsir.study.plan import SWEEP_P, SWEEP_TAU, VARIANT_ARMS, Run, variants
+from recbole_rsir.study.plan import STRONG_PRESET, SWEEP_P, SWEEP_TAU, VARIANT_ARMS, Run, variants
 from recbole_rsir.study.results import finished_rounds, in_progress, load_runs
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10")
@@ -56,6 +57,20 @@ def variant_arms(model, base):
     """``(arm, label)`` of every variant run of ``model`` on ``base`` (rsir or strong)."""
     return [(name if base == "rsir" else f"{base}-{name}", label)
             for arm in VARIANT_ARMS for name, (label, _) in variants(arm, model).items()]
+
+
+def variant_commands(model, dataset, n_rounds, seeds):
+    """How to get each variant's rows: its keys in the run_rsir command of one seed, and the study's command."""
+    preset = os.path.join("properties", os.path.relpath(STRONG_PRESET, PROPERTIES_DIR))
+    lines = []
+    for arm in VARIANT_ARMS:
+        for label, overrides in variants(arm, model).values():
+            flags = " ".join(f"--{key}={value}" for key, value in overrides.items())
+            lines.append(f"- {label}: `python run_rsir.py --model={model} --dataset={dataset} "
+                         f"--rsir_rounds={n_rounds} --seed={seeds[0]} {flags}`")
+    return lines + [f"- strong + any of them: add `--config_files={preset}`", "",
+                    f"Every row: `python -m recbole_rsir.study --dataset={dataset} --rounds={n_rounds} "
+                    f"--seeds={','.join(map(str, seeds))} --arms=rsir,strong,{','.join(VARIANT_ARMS)}`."]
 
 
 def values(runs, model, arm, k, protocol, metric):
@@ -540,7 +555,9 @@ def build_report(folder, dataset, planned, record=True):
                    "Test Recall@10 of each variant beside plain RSIR on the same base and seeds. A variant beats "
                    "plain RSIR beyond the seeds' spread when its mean exceeds plain's by more than the larger of "
                    "the two standard deviations over seeds, on both protocols; only such a variant may become "
-                   "a default.", ""] + compared + [""]
+                   "a default. Each variant is plain RSIR with one option on:", ""]
+            seeds = sorted({seed for (m, _, seed) in runs if m == model})
+            md += variant_commands(model, dataset, n_rounds, seeds) + [""] + compared + [""]
         sweep = sweep_table(runs, model)
         if sweep:
             md += ["### tau x p sweep", ""] + sweep + [""]
