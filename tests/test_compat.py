@@ -66,6 +66,8 @@ def test_recbole_trainer_loads_its_own_best_checkpoint(tiny):
     trainer.fit(train_data, valid_data, saved=True, show_progress=False, verbose=False)
     result = trainer.evaluate(test_data, load_best_model=True)   # fails on torch>=2.6 unpatched
     assert all(math.isfinite(v) for v in result.values())
+    best = torch.load(trainer.saved_model_file, weights_only=False)["state_dict"]
+    assert all(torch.equal(value, best[name]) for name, value in model.state_dict().items())
     # every other torch.load in the process keeps the safe default
     path = os.path.join(config["checkpoint_dir"], "plain.pth")
     torch.save({"x": _Opaque()}, path)
@@ -115,6 +117,8 @@ def test_preloaded_weights_come_back_as_float32(tmp_path):
     dataset = train_data.dataset
     assert compat._get_preload_weight(dataset, "rel_id").dtype == np.float64     # RecBole's own
     assert dataset.get_preload_weight("rel_id").dtype == np.float32
+    assert np.array_equal(dataset.get_preload_weight("rel_id"), compat._get_preload_weight(dataset, "rel_id")
+                          .astype(np.float32))
     model = get_model("KSR")(config, dataset)                                     # float64 broke its forward
     batch = next(iter(train_data))
     assert torch.isfinite(model.calculate_loss(batch))

@@ -110,7 +110,11 @@ def test_bundled_beauty_equals_shared_source():
 
 def test_ensure_dataset_unpacks_once_and_user_files_win(tmp_path):
     path = ensure_dataset(str(tmp_path / "amazon-beauty"), "amazon-beauty")
-    assert os.path.getsize(path) > 1_000_000
+    with gzip.open(os.path.join(BUNDLED_DIR, "amazon-beauty.inter.gz"), "rb") as f:
+        assert open(path, "rb").read() == f.read()
+    unpacked = os.stat(path).st_mtime_ns
+    assert ensure_dataset(str(tmp_path / "amazon-beauty"), "amazon-beauty") == path
+    assert os.stat(path).st_mtime_ns == unpacked and os.listdir(tmp_path / "amazon-beauty") == ["amazon-beauty.inter"]
     own = tmp_path / "ml-1m"
     own.mkdir()
     (own / "ml-1m.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t2\t0\n")
@@ -180,7 +184,13 @@ def test_recbole_path_merge_appends_synthetic_rows_only_to_training(tiny_data_pa
     real = training_sequences(train_data.dataset)
     synthetic = SequenceSet.from_lists([[1, 2, 3], [4, 5, 6, 7]], [[0, 1, 2], [0, 1, 2, 3]], [1, 2])
     merged = training_loader(config, train_data, real, synthetic)
-    assert len(merged.dataset.inter_feat) == len(train_data.dataset.inter_feat) + 2 + 3
+    inter, before, n = merged.dataset.inter_feat, train_data.dataset.inter_feat, len(train_data.dataset.inter_feat)
+    assert len(inter) == n + 2 + 3
+    for field in before.interaction:
+        assert torch.equal(inter[field][:n], before[field])              # the real rows first, as they were
+    added = [(int(inter["user_id"][r]), inter["item_id_list"][r][:int(inter["item_length"][r])].tolist(),
+              int(inter["item_id"][r])) for r in range(n, n + 5)]
+    assert added == [(1, [1], 2), (1, [1, 2], 3), (2, [4], 5), (2, [4, 5], 6), (2, [4, 5, 6], 7)]
     assert len(valid_data.dataset.inter_feat) == dataset.user_num - 1
 
 

@@ -120,10 +120,13 @@ def test_every_recbole_sequential_model_runs_a_round(featured, model_name):
         return
     results = RSIRRounds(config, train_data, valid_data, test_data).run()
     assert [r.round for r in results] == [0, 1]
-    assert results[1].generation["n_accepted"] > 0
+    assert results[1].n_synthetic_sequences == results[1].generation["n_accepted"] > 0
     for r in results:
-        metrics = [v for protocol in r.protocols.values() for split in protocol.values() for v in split.values()]
-        assert metrics and all(math.isfinite(v) for v in metrics), (model_name, r.protocols)
+        for protocol in r.protocols.values():
+            for m in protocol.values():
+                assert all(math.isfinite(v) and 0 <= v <= 1 for v in m.values()), (model_name, r.protocols)
+                assert m["recall@10"] <= m["recall@20"] and m["ndcg@10"] <= m["ndcg@20"], (model_name, m)
+                assert m["mrr@10"] <= m["ndcg@10"] <= m["recall@10"], (model_name, m)   # one relevant item
 
 
 class OwnGRU4Rec(recbole_seq.GRU4Rec):

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import build_tiny, make_rows
 from recbole.data import create_dataset
@@ -22,6 +23,7 @@ from recbole_rsir.generation.reference import generate_reference
 from recbole_rsir.generation.rules import GenerationSettings
 from recbole_rsir.generation.tau import generation_taus
 from recbole_rsir.rounds.loop import RSIRRounds
+from recbole_rsir.trainer.trainer import RSIRTrainer
 from recbole_rsir.utils import get_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,8 +192,33 @@ def test_cli_recbole_train_path_and_finetune(tiny_data_path):
                     "--train_path=recbole", "--rsir_mode=finetune", f"--rsir_output_dir={out}", *SMALL],
                    cwd=tiny_data_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    rounds = json.load(open(os.path.join(out, "rsir_results.json")))["rounds"]
+    results = json.load(open(os.path.join(out, "rsir_results.json")))
+    assert (results["config"]["train_path"], results["config"]["rsir_mode"]) == ("recbole", "finetune")
+    rounds = results["rounds"]
     assert len(rounds) == 3 and np.all(np.diff([r["n_synthetic_sequences"] for r in rounds]) >= 0)
+
+
+class StartRecorder(RSIRTrainer):
+    """Records the weights each fit starts from."""
+    starts = []
+
+    def fit(self, *args, **kwargs):
+        StartRecorder.starts.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return super().fit(*args, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["finetune", "scratch"])
+def test_finetune_starts_each_round_from_the_last_best_weights_and_scratch_from_new_ones(tiny_data_path, mode):
+    config, _, train_data, valid_data, test_data = build_tiny(tiny_data_path, rsir_rounds=2, rsir_tau=10,
+                                                              rsir_mode=mode, epochs=2)
+    StartRecorder.starts = []
+    rounds = RSIRRounds(config, train_data, valid_data, test_data, trainer_class=StartRecorder)
+    rounds.run()
+    assert len(StartRecorder.starts) == 3
+    for k in (1, 2):
+        best = rounds.store.weights(k - 1)
+        same = all(torch.equal(StartRecorder.starts[k][name], best[name]) for name in best)
+        assert same == (mode == "finetune")
 
 
 class UsersTrainer(Trainer):
@@ -281,3 +308,16 @@ def test_a_judge_model_is_trained_for_each_generation(tiny_data_path):
     generation = results[1].generation
     assert generation["fidelity_tests"] > 0 and generation["refine_attempts"] > 0
     assert results[1].n_synthetic_sequences == generation["n_accepted"]
+    # round 0's model generating, judged by the saved HSTU, gives round 1's sequences and counts again
+    judge_config = Config("HSTU", "tiny", config_dict={k: v for k, v in config.external_config_dict.items()
+                                                       if k != "model"})
+    judge = get_model("HSTU")(judge_config, train_data.dataset)
+    judge.load_state_dict(torch.load(os.path.join(rounds.store.round_dir(1), "judge.pth"),
+                                     weights_only=True)["state_dict"])
+    generator = get_model("SASRec")(config, train_data.dataset)
+    generator.load_state_dict(rounds.store.weights(0))
+    settings = GenerationSettings.from_config(config)
+    again = generate(generator, rounds.real, settings, seed=config["seed"] + 1, judge=judge)
+    assert again.counts.as_dict().items() <= generation.items()
+    assert again.sequences.to_lists() == rounds.store.load(1)[1].to_lists()
+    assert generate(generator, rounds.real, settings, seed=config["seed"] + 1).counts != again.counts

@@ -59,6 +59,7 @@ def test_operator_edits_as_documented(real, operator):
     out = augment(real, operator, 60, seed=5, n_items=N_ITEMS)
     similar = most_similar(real, N_ITEMS)
     rate = OPERATORS[operator]
+    edited_rows, exact_rows, changed_total, share_total = 0, 0, 0, 0
     for i in range(len(out)):
         edited, source = out[i], _source(real, out.users[i])
         n, share = len(source), min(len(source), max(1, int(rate * len(source))))
@@ -70,12 +71,17 @@ def test_operator_edits_as_documented(real, operator):
             changed = np.flatnonzero(edited != source)
             assert sorted(edited.tolist()) == sorted(source.tolist())
             assert len(changed) == 0 or changed[-1] - changed[0] < share
+            edited_rows += len(changed) > 0
         elif operator == "mask":
             assert len(edited) == n and (edited != source).sum() <= share
+            changed_total, share_total = changed_total + (edited != source).sum(), share_total + share
         elif operator == "substitute":
             changed = np.flatnonzero(edited != source)
             assert len(edited) == n and len(changed) <= share
             assert (edited[changed] == similar[source[changed]]).all()
+            if (similar[source] > 0).all():         # every item has a similar one: exactly the share changes
+                assert len(changed) == share
+                exact_rows += 1
         else:  # insert: removing the inserted items gives the source back
             assert n < len(edited) <= n + share
             j, kept = 0, []
@@ -84,6 +90,9 @@ def test_operator_edits_as_documented(real, operator):
                     kept.append(item)
                     j += 1
             assert kept == source.tolist()
+    # the operator does edit: a shuffle may leave its span as it was, a random item may be the one it replaces
+    assert {"reorder": edited_rows >= len(out) / 2, "mask": changed_total >= 0.8 * share_total,
+            "substitute": exact_rows >= len(out) / 2}.get(operator, True)
 
 
 def test_same_seed_same_sequences_other_seed_others(real):
@@ -378,8 +387,9 @@ def test_report_sets_variants_beside_plain_rsir_with_their_generation(tmp_path, 
     change, p = 0.145 / 0.11 - 1, stats.ttest_rel([0.13, 0.16], [0.10, 0.12]).pvalue
     assert text.count(f"{label}, refine on miss (K=3), round 1 vs without it: Recall@10 0.1450 against 0.1100 "
                       f"on 2 seed(s) ({change:+.1%}, p {p:.3f})") == 2
-    assert f"| {prefix}refine | 1 | 2 | 15 | 70 | 0.23333 | 5 | 5.00 | 25.0% | 50.0% | 50.0% | 50 | 8 (25.0%) |" in text
-    assert f"| {base} | 1 | 2 | 15 | 70 | 0.23333 | 5 | 4.00 | 25.0% | 50.0% | 50.0% | 50 | - |" in text
+    size = f"{10 + 5} | 70 | {70 / ((10 + 5) * 20):.5f} | 5"     # real + synthetic sequences, interactions, density
+    assert f"| {prefix}refine | 1 | 2 | {size} | 5.00 | 25.0% | 50.0% | 50.0% | 50 | 8 (25.0%) |" in text
+    assert f"| {base} | 1 | 2 | {size} | 4.00 | 25.0% | 50.0% | 50.0% | 50 | - |" in text
     assert "![variants](plots/SASRec-variants.png)" in text
     assert (tmp_path / "plots" / "SASRec-variants.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from conftest import build_tiny
 from recbole.evaluator import Collector
+from recbole.model.sequential_recommender import SASRec as RecBoleSASRec
 from recbole.trainer import Trainer
 
 from recbole_rsir.data.loader import SequenceTrainLoader, length_chunks, pack
@@ -120,9 +121,12 @@ def test_adam_is_fused_and_steps_as_recboles_adam(tiny_data_path):
 
 
 def test_trainer_gives_the_model_fast_dropout(tiny_data_path):
-    model = _setup(tiny_data_path)[4]
-    drops = [type(m) for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    assert len(drops) > 2 and set(drops) == {FastDropout}
+    config, train_data, _, _, model, _ = _setup(tiny_data_path, hidden_dropout_prob=0.3, attn_dropout_prob=0.1)
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(drops) > 2 and {type(m) for m in drops} == {FastDropout}
+    stock = RecBoleSASRec(config, train_data.dataset)           # the same modules, the same rates
+    assert [m.p for m in drops] == [m.p for m in stock.modules() if isinstance(m, torch.nn.Dropout)]
+    assert {m.p for m in drops} == {0.3, 0.1}
 
 
 def test_sampled_softmax_loss_equals_manual_computation(tiny_data_path):
