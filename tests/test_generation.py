@@ -362,6 +362,7 @@ def test_sequence_invariants(trained, prefix_len, fidelity):
     result = generate(trained["model"], seeds, settings, SEED)
     assert_same(result, generate_reference(trained["model"], seeds, settings, SEED))
     by_user = {int(u): seeds[i].tolist() for i, u in enumerate(seeds.users)}
+    times_of = {int(u): seeds.times(i) for i, u in enumerate(seeds.users)}
     assert len(result.sequences)
     for i, seq in enumerate(result.sequences.to_lists()):
         seed = by_user[int(result.sequences.users[i])]
@@ -372,8 +373,10 @@ def test_sequence_invariants(trained, prefix_len, fidelity):
         generated = seq[n_prefix:]
         assert len(set(generated)) == len(generated)
         assert not set(generated) & set(seq[:n_prefix])
-        ts = result.sequences.times(i)
-        assert np.all(np.diff(ts[n_prefix - 1:]) >= 0)
+        ts, seed_times = result.sequences.times(i), times_of[int(result.sequences.users[i])]
+        gap = np.median(np.diff(seed_times))           # the seed's median gap after each generated item
+        assert np.array_equal(ts[:n_prefix], seed_times[:n_prefix])
+        assert np.allclose(ts[n_prefix:], ts[n_prefix - 1] + gap * np.arange(1, len(seq) - n_prefix + 1))
     assert len(set(map(tuple, result.sequences.to_lists()))) == len(result.sequences)
 
 
