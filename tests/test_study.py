@@ -714,6 +714,26 @@ def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):
     assert not partial.exists()
 
 
+def test_a_failed_run_shows_why_where_the_study_reports_it(tmp_path):
+    tiny_study_data(tmp_path, "epochs: 1\nn_heads: 3\n")          # 16 is not a multiple of 3
+    result = _study(str(tmp_path), "--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=1", "--arms=rsir",
+                    "--config_files=tiny.yaml", "--out=out", "--work=work")
+    assert result.returncode == 1
+    failure = result.stdout.split("FAILED tiny SASRec/rsir/seed1 (exit 1)", 1)[1].splitlines()
+    log = (tmp_path / "work" / "tiny" / "SASRec" / "rsir" / "seed1" / "study.log").read_text()
+    assert failure[1:4] == ["    " + line.rstrip() for line in log.strip().splitlines()[-3:]]
+    assert "is not a multiple of the number of attention heads" in failure[3]
+    assert not (tmp_path / "out" / "tiny" / "runs").exists()
+
+
+def test_last_lines_of_a_log_skip_blank_lines_and_progress_bar_redraws(tmp_path):
+    log = tmp_path / "study.log"
+    log.write_text("x" * 9000 + "\nepoch 1: 10%\repoch 1: 100%\n\nTraceback\n  File a\nValueError: bad\n\n")
+    assert runner.last_lines(str(log)) == ["Traceback", "  File a", "ValueError: bad"]
+    assert runner.last_lines(str(log), 5) == ["epoch 1: 10%", "epoch 1: 100%", "Traceback", "  File a",
+                                              "ValueError: bad"]
+
+
 @pytest.mark.slow
 def test_study_command_end_to_end(tmp_path):
     tiny_study_data(tmp_path, "epochs: 1\n")
