@@ -18,7 +18,7 @@ from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
 from recbole_rsir.rounds.store import RoundStore, save_json, save_sequences
-from recbole_rsir.study import concentration, estimates, results, runner, worker
+from recbole_rsir.study import concentration, estimates, report, results, runner, worker
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
 from recbole_rsir.study.claims import verdict
 from recbole_rsir.study.history import history_share
@@ -413,6 +413,18 @@ def test_variant_table_calls_a_win_only_beyond_the_spread_on_both_protocols(tmp_
             if beyond == "yes" else
             "- refine on miss (K=3): does not beat plain RSIR beyond the spread in any round (2 seeds); it stays off"
             ) in text
+
+
+@pytest.mark.parametrize("won, judged, expected", [
+    ([], {}, "one seed so far, no verdict"),
+    ([], {1: 2}, "no win in round 1 (2 seeds); rounds 2, 3 not judged yet"),
+    ([], {1: 3, 2: 2, 3: 2}, "does not beat plain RSIR beyond the spread in any round (2 seeds); it stays off"),
+    ([1], {1: 2, 2: 2}, "beats plain RSIR beyond the spread on both protocols in round 1 (2 seeds); "
+                        "round 3 not judged yet"),
+    ([1, 3], {1: 3, 2: 3, 3: 3}, "beats plain RSIR beyond the spread on both protocols in rounds 1, 3 (3 seeds)"),
+])
+def test_a_variant_is_called_off_only_once_every_round_is_judged(won, judged, expected):
+    assert report.variant_verdict(won, judged, 3) == expected
 
 
 def test_a_plotted_line_starts_from_the_base_of_its_own_seeds():
