@@ -318,7 +318,10 @@ def variant_table(runs, model, n_rounds):
                 outcome = round_outcome(*cells.values())
                 if outcome is not None:
                     judged[k] = len(seeds)
-                {"better": won, "worse": lost}.get(outcome, []).append(k)
+                if outcome == "better":
+                    won.append(k)
+                elif outcome == "worse":
+                    lost.append(k)
                 figures = []
                 for c, pl in cells.values():
                     v, w, _ = paired_means(c, pl)
@@ -423,12 +426,12 @@ def plot_variants(runs, model, n_rounds, path):
                 if not rounds:
                     continue
                 n = sorted({len(c) for _, c in rounds})
+                seeds = f"{n[0]} seed{'s' * (n[0] > 1)}" if len(n) == 1 else f"{n[0]}-{n[-1]} seeds"
                 ax.errorbar([k + 0.06 * (i - (len(arms) - 1) / 2) for k, _ in rounds],
                             [100 * np.mean(c) for _, c in rounds],
                             yerr=[100 * np.std(c, ddof=1) if len(c) > 1 else 0.0 for _, c in rounds],
                             marker="o", capsize=3, color=colours[i % len(colours)],
-                            label=f"{label} ({'-'.join(map(str, (n[0], n[-1]) if len(n) > 1 else n))} "
-                                  f"seed{'s' if n[-1] > 1 else ''})")
+                            label=f"{label} ({seeds})")
             ax.set_title(f"{title}, {SHORT_NAMES[protocol]}", fontsize=10)
             ax.set_xticks(range(1, n_rounds + 1))
             ax.grid(alpha=0.3)
