@@ -3,6 +3,8 @@
 Every workaround says what it answers and when it can go. ``import recbole_rsir`` applies
 all of them before any RecBole module is used; tests/test_compat.py proves each one.
 """
+import os
+
 import numpy as np
 import torch
 
@@ -102,3 +104,19 @@ def _float32_preload_weight(self, field):
 
 
 _Dataset.get_preload_weight = _float32_preload_weight
+
+# 8. RecBole's ensure_dir checks that a folder is missing, then creates it. Runs started
+#    together in one folder (a study's two jobs, a distributed run's ranks) both see ./log
+#    missing and the second makedirs raises FileExistsError, ending that run. Every RecBole
+#    module that imported it by name gets one that tolerates the folder appearing meanwhile.
+#    Can go when RecBole's ensure_dir passes exist_ok=True.
+import importlib  # noqa: E402
+
+
+def _ensure_dir(dir_path):
+    os.makedirs(dir_path, exist_ok=True)
+
+
+for _module in ("recbole.utils.utils", "recbole.utils", "recbole.utils.logger", "recbole.trainer",
+                "recbole.trainer.trainer", "recbole.data", "recbole.data.utils", "recbole.data.dataset.dataset"):
+    importlib.import_module(_module).ensure_dir = _ensure_dir

@@ -122,3 +122,32 @@ def test_preloaded_weights_come_back_as_float32(tmp_path):
     model = get_model("KSR")(config, dataset)                                     # float64 broke its forward
     batch = next(iter(train_data))
     assert torch.isfinite(model.calculate_loss(batch))
+
+
+_FOLDER_APPEARS_MEANWHILE = """
+import os, sys
+{imports}
+from recbole.utils.logger import ensure_dir
+os.makedirs("{path}", exist_ok=True)
+os.path.exists = lambda path: False      # another run created it after the check
+try:
+    ensure_dir("{path}")
+    print("ok", os.path.isdir("{path}"))
+except FileExistsError:
+    print("FileExistsError")
+"""
+
+
+def test_a_folder_another_run_creates_meanwhile_does_not_end_this_one(tmp_path):
+    path = tmp_path / "log" / "SASRec"
+    plain = _python(_FOLDER_APPEARS_MEANWHILE.format(imports="", path=path))
+    fixed = _python(_FOLDER_APPEARS_MEANWHILE.format(imports="import recbole_rsir", path=path))
+    assert plain == "FileExistsError"      # RecBole's check-then-create on its own
+    assert fixed == "ok True"
+
+
+def test_every_recbole_module_holding_ensure_dir_holds_the_tolerant_one():
+    holders = _python("import sys, recbole_rsir, recbole.quick_start; from recbole_rsir import compat; "
+                      "print(sorted(n for n, m in list(sys.modules.items()) if n.startswith('recbole.') and "
+                      "getattr(m, 'ensure_dir', None) is not None and m.ensure_dir is not compat._ensure_dir))")
+    assert holders == "[]"

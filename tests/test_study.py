@@ -18,7 +18,7 @@ from recbole_rsir.data.convert import write_atomic
 from recbole_rsir.data.sequences import SequenceSet, eval_targets, training_sequences
 from recbole_rsir.evaluation.history_mask import mask_earlier_items
 from recbole_rsir.rounds.store import RoundStore, save_json, save_sequences
-from recbole_rsir.study import concentration, estimates, results, runner, worker
+from recbole_rsir.study import concentration, estimates, report, results, runner, worker
 from recbole_rsir.study.augment import OPERATORS, augment, most_similar
 from recbole_rsir.study.claims import verdict
 from recbole_rsir.study.history import history_share
@@ -415,6 +415,18 @@ def test_variant_table_calls_a_win_only_beyond_the_spread_on_both_protocols(tmp_
             ) in text
 
 
+@pytest.mark.parametrize("won, judged, expected", [
+    ([], {}, "one seed so far, no verdict"),
+    ([], {1: 2}, "no win in round 1 (2 seeds); rounds 2, 3 not judged yet"),
+    ([], {1: 3, 2: 2, 3: 2}, "does not beat plain RSIR beyond the spread in any round (2 seeds); it stays off"),
+    ([1], {1: 2, 2: 2}, "beats plain RSIR beyond the spread on both protocols in round 1 (2 seeds); "
+                        "round 3 not judged yet"),
+    ([1, 3], {1: 3, 2: 3, 3: 3}, "beats plain RSIR beyond the spread on both protocols in rounds 1, 3 (3 seeds)"),
+])
+def test_a_variant_is_called_off_only_once_every_round_is_judged(won, judged, expected):
+    assert report.variant_verdict(won, judged, 3) == expected
+
+
 def test_a_plotted_line_starts_from_the_base_of_its_own_seeds():
     runs = {}
     for arm, seed, recall in (("rsir", 1, [0.10, 0.14]), ("rsir", 2, [0.18, 0.22]), ("rsir", 3, [0.30, 0.33]),
@@ -712,6 +724,26 @@ def test_report_only_publishes_finished_rounds_of_unfinished_runs(tmp_path):
     report = (folder / "report.md").read_text()
     assert "| strong + RSIR round 1 | 1 | 0.5000 |" in report and "in progress:" not in report
     assert not partial.exists()
+
+
+def test_a_failed_run_shows_why_where_the_study_reports_it(tmp_path):
+    tiny_study_data(tmp_path, "epochs: 1\nn_heads: 3\n")          # 16 is not a multiple of 3
+    result = _study(str(tmp_path), "--dataset=tiny", "--models=SASRec", "--seeds=1", "--rounds=1", "--arms=rsir",
+                    "--config_files=tiny.yaml", "--out=out", "--work=work")
+    assert result.returncode == 1
+    failure = result.stdout.split("FAILED tiny SASRec/rsir/seed1 (exit 1)", 1)[1].splitlines()
+    log = (tmp_path / "work" / "tiny" / "SASRec" / "rsir" / "seed1" / "study.log").read_text()
+    assert failure[1:4] == ["    " + line.rstrip() for line in log.strip().splitlines()[-3:]]
+    assert "is not a multiple of the number of attention heads" in failure[3]
+    assert not (tmp_path / "out" / "tiny" / "runs").exists()
+
+
+def test_last_lines_of_a_log_skip_blank_lines_and_progress_bar_redraws(tmp_path):
+    log = tmp_path / "study.log"
+    log.write_text("x" * 9000 + "\nepoch 1: 10%\repoch 1: 100%\n\nTraceback\n  File a\nValueError: bad\n\n")
+    assert runner.last_lines(str(log)) == ["Traceback", "  File a", "ValueError: bad"]
+    assert runner.last_lines(str(log), 5) == ["epoch 1: 10%", "epoch 1: 100%", "Traceback", "  File a",
+                                              "ValueError: bad"]
 
 
 @pytest.mark.slow

@@ -268,6 +268,25 @@ def generation_mean(runs, model, arm, k, seeds, key):
     return float(np.mean(xs)) if xs else float("nan")
 
 
+def _rounds(ks):
+    return f"round{'s' * (len(ks) > 1)} {', '.join(map(str, ks))}"
+
+
+def variant_verdict(won, judged, n_rounds):
+    """A variant's verdict from the rounds it won and those judged (round -> seeds); until every
+    round is judged on two seeds or more, one not yet won says so instead of calling it off."""
+    if not judged:
+        return "one seed so far, no verdict"
+    seeds = f"({min(judged.values())} seeds)"
+    pending = [k for k in range(1, n_rounds + 1) if k not in judged]
+    later = f"; {_rounds(pending)} not judged yet" if pending else ""
+    if won:
+        return f"beats plain RSIR beyond the spread on both protocols in {_rounds(won)} {seeds}{later}"
+    if pending:
+        return f"no win in {_rounds(sorted(judged))} {seeds}{later}"
+    return f"does not beat plain RSIR beyond the spread in any round {seeds}; it stays off"
+
+
 def variant_table(runs, model, n_rounds):
     """Each variant beyond the paper against plain RSIR on the same base, round by round and over the
     seeds both have: test Recall@10 on both protocols, the generation beside it, and whether it beats
@@ -278,16 +297,17 @@ def variant_table(runs, model, n_rounds):
     verdicts = []
     for base, prefix in (("rsir", ""), ("strong", "strong + ")):
         for arm, label in variant_arms(model, base):
-            won, seeds_seen = [], set()
+            won, judged, shown = [], {}, False      # judged: round -> seeds it was judged on
             for k in range(1, n_rounds + 1):
                 cells = {p: (values(runs, model, arm, k, p, "recall@10"), values(runs, model, base, k, p, "recall@10"))
                          for p in PROTOCOLS}
                 seeds = set.intersection(*(set(c) & set(pl) for c, pl in cells.values()))
                 if not seeds:
                     continue
-                seeds_seen |= seeds
                 beyond = [beyond_spread(*cells[p]) for p in PROTOCOLS]
                 verdict_k = None if None in beyond else all(beyond)
+                if verdict_k is not None:
+                    judged[k] = len(seeds)
                 if verdict_k:
                     won.append(k)
                 figures = []
@@ -299,14 +319,9 @@ def variant_table(runs, model, n_rounds):
                                               for a in (arm, base)))
                 lines.append(f"| {prefix}{label} | {k} | {len(seeds)} | " + " | ".join(figures) + " | "
                              + {None: "one seed: no spread", True: "yes", False: "no"}[verdict_k] + " |")
-            if not seeds_seen:
-                continue
-            n = len(seeds_seen)
-            verdicts.append(f"- {prefix}{label}: " + (
-                f"beats plain RSIR beyond the spread on both protocols in round{'s' * (len(won) > 1)} "
-                f"{', '.join(map(str, won))} ({n} seeds)" if won else
-                f"does not beat plain RSIR beyond the spread in any round ({n} seeds); it stays off" if n > 1 else
-                "one seed so far, no verdict"))
+                shown = True
+            if shown:
+                verdicts.append(f"- {prefix}{label}: {variant_verdict(won, judged, n_rounds)}")
     return lines + [""] + verdicts if verdicts else []
 
 

@@ -127,6 +127,14 @@ def launch(run, args):
                             stderr=subprocess.STDOUT, env=env)
 
 
+def last_lines(path, n=3):
+    """The last ``n`` non-blank lines of a run's log, to say why it failed where the failure is seen."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
+        lines = f.read().decode("utf-8", "replace").replace("\r", "\n").splitlines()
+    return [line.rstrip() for line in lines if line.strip()][-n:]
+
+
 def commit(out, dataset, message):
     """Commit the dataset's results folder and the summary. The message names every run whose
     results file this commit adds: another study process's run may finish between its worker
@@ -223,8 +231,9 @@ def run_study(args):
             release(run_dir(args.work, run))
             if process.returncode != 0 or not done(args.out, run):
                 failed.add(run.key)
-                print(f"FAILED {run.dataset} {run.name} (exit {process.returncode}); "
-                      f"log: {os.path.join(run_dir(args.work, run), 'study.log')}", flush=True)
+                log = os.path.join(run_dir(args.work, run), "study.log")
+                print(f"FAILED {run.dataset} {run.name} (exit {process.returncode}); log: {log}", flush=True)
+                print("".join(f"    {line}\n" for line in last_lines(log)), end="", flush=True)
                 continue
             publish_progress(args.out, args.work, run)      # drops its partial file
             minutes = (time.time() - started) / 60
