@@ -427,6 +427,21 @@ def test_a_variant_is_called_off_only_once_every_round_is_judged(won, judged, ex
     assert report.variant_verdict(won, judged, 3) == expected
 
 
+def test_the_variants_plot_draws_changes_over_the_seeds_both_arms_have(tmp_path):
+    for arm, seed, recall in (("rsir", 1, (0.10, 0.20)), ("rsir", 2, (0.20, 0.25)), ("rsir", 3, (0.30, 0.30)),
+                              ("refine", 2, (0.22, 0.20)), ("refine", 3, (0.27, 0.36)), ("refine", 4, (0.9, 0.9))):
+        _write_round1(tmp_path, arm, seed, recall, {})
+    runs = results.load_runs(str(tmp_path))
+    assert report.paired_changes(runs, "SASRec", "refine", "rsir", 1, "recbole") == pytest.approx([0.1, -0.1])
+    assert report.paired_changes(runs, "SASRec", "refine", "rsir", 1, "exclude_history") == pytest.approx([-0.2, 0.2])
+    assert report.paired_changes(runs, "SASRec", "strong-refine", "strong", 1, "recbole") == []
+    assert report.plot_variants(runs, "SASRec", 1, str(tmp_path / "v.png"))
+    assert (tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"
+    del runs[("SASRec", "refine", 2)], runs[("SASRec", "refine", 3)]
+    assert not report.plot_variants(runs, "SASRec", 1, str(tmp_path / "none.png"))
+    assert not (tmp_path / "none.png").exists()
+
+
 def test_a_plotted_line_starts_from_the_base_of_its_own_seeds():
     runs = {}
     for arm, seed, recall in (("rsir", 1, [0.10, 0.14]), ("rsir", 2, [0.18, 0.22]), ("rsir", 3, [0.30, 0.33]),

@@ -23,6 +23,7 @@ METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10")
 TESTED = ("recall@10", "ndcg@10")
 PROTOCOLS = {"recbole": "RecBole's protocol: a user's earlier items stay in the ranking",
              "exclude_history": "earlier items filtered from the ranking (RSIR reference code, strong benchmark)"}
+SHORT_NAMES = {"recbole": "RecBole's protocol", "exclude_history": "earlier items filtered"}
 
 
 def _round(payload, k):
@@ -386,15 +387,50 @@ def plot_collapse(runs, model, n_rounds, path):
     return plot_rounds(runs, model, n_rounds, path, arms)
 
 
+def paired_changes(runs, model, arm, base, k, protocol):
+    """Per seed both have, the relative change of ``arm``'s round-``k`` test Recall@10 over ``base``'s."""
+    cell, plain = (values(runs, model, a, k, protocol, "recall@10") for a in (arm, base))
+    return [cell[s] / plain[s] - 1 for s in sorted(set(cell) & set(plain))]
+
+
 def plot_variants(runs, model, n_rounds, path):
-    """Plain RSIR and each variant beyond the paper, on the default base (solid) and the strong one (dashed)."""
-    arms = []
-    for base, prefix, style in (("rsir", "", "-"), ("strong", "strong + ", "--")):
-        variants_run = [(arm, base, f"{prefix}{label}", style) for arm, label in variant_arms(model, base)
-                        if values(runs, model, arm, 1, "recbole", "recall@10")]
-        if variants_run:
-            arms += [(base, base, f"{prefix}RSIR", style)] + variants_run
-    return bool(arms) and plot_rounds(runs, model, n_rounds, path, arms)
+    """Each variant's change against plain RSIR on the same base and seeds, round by round (mean ±
+    sd over seeds): the question the variants table answers, one column per base and one row per
+    protocol; a variant keeps its colour in both columns. False if no variant has a round."""
+    bases = [(base, title) for base, title in (("rsir", "default base"), ("strong", "strong base"))
+             if any(paired_changes(runs, model, arm, base, 1, "recbole") for arm, _ in variant_arms(model, base))]
+    if not bases:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(len(PROTOCOLS), len(bases), figsize=(5.5 * len(bases), 7), sharex=True, squeeze=False)
+    colours = plt.get_cmap("tab10").colors
+    for column, (base, title) in enumerate(bases):
+        arms = variant_arms(model, base)
+        for row, protocol in enumerate(PROTOCOLS):
+            ax = axes[row][column]
+            ax.axhline(0, color="black", linewidth=1, label="plain RSIR")
+            for i, (arm, label) in enumerate(arms):
+                rounds = [(k, paired_changes(runs, model, arm, base, k, protocol)) for k in range(1, n_rounds + 1)]
+                rounds = [(k, c) for k, c in rounds if c]
+                if not rounds:
+                    continue
+                n = sorted({len(c) for _, c in rounds})
+                ax.errorbar([k + 0.06 * (i - (len(arms) - 1) / 2) for k, _ in rounds],
+                            [100 * np.mean(c) for _, c in rounds],
+                            yerr=[100 * np.std(c, ddof=1) if len(c) > 1 else 0.0 for _, c in rounds],
+                            marker="o", capsize=3, color=colours[i % len(colours)],
+                            label=f"{label} ({'-'.join(map(str, (n[0], n[-1]) if len(n) > 1 else n))} "
+                                  f"seed{'s' if n[-1] > 1 else ''})")
+            ax.set_title(f"{title}, {SHORT_NAMES[protocol]}", fontsize=10)
+            ax.set_xticks(range(1, n_rounds + 1))
+            ax.grid(alpha=0.3)
+        axes[-1][column].set_xlabel("round")
+        axes[-1][column].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    fig.supylabel(f"{model} test Recall@10: change against plain RSIR, % (mean ± sd over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
 
 
 def plot_training_set(runs, model, n_rounds, path):
