@@ -394,7 +394,7 @@ def test_report_sets_variants_beside_plain_rsir_with_their_generation(tmp_path, 
     assert (tmp_path / "plots" / "SASRec-variants.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("filtered_refine, beyond", [((0.13, 0.16), "yes"), ((0.12, 0.12), "no")])
+@pytest.mark.parametrize("filtered_refine, beyond", [((0.13, 0.16), "better"), ((0.12, 0.12), "no")])
 def test_variant_table_calls_a_win_only_beyond_the_spread_on_both_protocols(tmp_path, filtered_refine, beyond):
     """RecBole's protocol: refine 0.13 / 0.16 against plain 0.10 / 0.12 clears the larger sd (0.0212);
     filtered, 0.12 / 0.12 against the same plain does not (difference 0.010, sd 0.0141)."""
@@ -410,21 +410,32 @@ def test_variant_table_calls_a_win_only_beyond_the_spread_on_both_protocols(tmp_
     assert (f"| refine on miss (K=3) | 1 | 2 | 0.1450 / 0.1100 (+31.8%) | {mean:.4f} / 0.1100 "
             f"({mean / 0.11 - 1:+.1%}) | 35.0% / 25.0% | 4.50 / 4.50 | {beyond} |") in text
     assert ("- refine on miss (K=3): beats plain RSIR beyond the spread on both protocols in round 1 (2 seeds)"
-            if beyond == "yes" else
+            if beyond == "better" else
             "- refine on miss (K=3): does not beat plain RSIR beyond the spread in any round (2 seeds); it stays off"
             ) in text
 
 
-@pytest.mark.parametrize("won, judged, expected", [
-    ([], {}, "one seed so far, no verdict"),
-    ([], {1: 2}, "no win in round 1 (2 seeds); rounds 2, 3 not judged yet"),
-    ([], {1: 3, 2: 2, 3: 2}, "does not beat plain RSIR beyond the spread in any round (2 seeds); it stays off"),
-    ([1], {1: 2, 2: 2}, "beats plain RSIR beyond the spread on both protocols in round 1 (2 seeds); "
-                        "round 3 not judged yet"),
-    ([1, 3], {1: 3, 2: 3, 3: 3}, "beats plain RSIR beyond the spread on both protocols in rounds 1, 3 (3 seeds)"),
+@pytest.mark.parametrize("won, lost, judged, expected", [
+    ([], [], {}, "one seed so far, no verdict"),
+    ([], [], {1: 2}, "no win in round 1 (2 seeds); rounds 2, 3 not judged yet"),
+    ([], [1], {1: 3, 2: 2, 3: 2}, "does not beat plain RSIR beyond the spread in any round (2 seeds); "
+                                  "worse beyond the spread in round 1; it stays off"),
+    ([1], [], {1: 2, 2: 2}, "beats plain RSIR beyond the spread on both protocols in round 1 (2 seeds); "
+                            "round 3 not judged yet"),
+    ([1, 3], [], {1: 3, 2: 3, 3: 3}, "beats plain RSIR beyond the spread on both protocols in rounds 1, 3 (3 seeds)"),
 ])
-def test_a_variant_is_called_off_only_once_every_round_is_judged(won, judged, expected):
-    assert report.variant_verdict(won, judged, 3) == expected
+def test_a_variant_is_called_off_only_once_every_round_is_judged(won, lost, judged, expected):
+    assert report.variant_verdict(won, lost, judged, 3) == expected
+
+
+@pytest.mark.parametrize("variant, outcome", [((0.13, 0.16), "better"), ((0.12, 0.12), "level"),
+                                              ((0.05, 0.07), "worse"), ((0.13,), None)])
+def test_a_round_is_better_or_worse_only_beyond_the_spread_on_every_protocol(variant, outcome):
+    plain = {2020: 0.10, 2021: 0.12}                       # sd 0.0141
+    cell = dict(zip((2020, 2021), variant))
+    assert report.round_outcome((cell, plain), ({2020: 0.2, 2021: 0.3}, {2020: 0.1, 2021: 0.1})) == (
+        outcome if outcome != "worse" else "level")      # worse on one protocol, better on the other
+    assert report.round_outcome((cell, plain), (cell, plain)) == outcome
 
 
 def test_the_variants_plot_draws_changes_over_the_seeds_both_arms_have(tmp_path):

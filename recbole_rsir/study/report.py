@@ -273,19 +273,29 @@ def _rounds(ks):
     return f"round{'s' * (len(ks) > 1)} {', '.join(map(str, ks))}"
 
 
-def variant_verdict(won, judged, n_rounds):
-    """A variant's verdict from the rounds it won and those judged (round -> seeds); until every
-    round is judged on two seeds or more, one not yet won says so instead of calling it off."""
+def round_outcome(*protocols):
+    """``better`` or ``worse`` when the variant's cell is beyond the spread of plain RSIR's on every
+    protocol (each a ``(variant cell, plain cell)``), ``level`` otherwise; None below two seeds."""
+    better = [beyond_spread(cell, plain) for cell, plain in protocols]
+    if None in better:
+        return None
+    return "better" if all(better) else "worse" if all(beyond_spread(p, c) for c, p in protocols) else "level"
+
+
+def variant_verdict(won, lost, judged, n_rounds):
+    """A variant's verdict from the rounds it won, those it lost and those judged (round -> seeds);
+    until every round is judged on two seeds or more, one not yet won says so instead of calling it off."""
     if not judged:
         return "one seed so far, no verdict"
     seeds = f"({min(judged.values())} seeds)"
     pending = [k for k in range(1, n_rounds + 1) if k not in judged]
+    worse = f"; worse beyond the spread in {_rounds(lost)}" if lost else ""
     later = f"; {_rounds(pending)} not judged yet" if pending else ""
     if won:
-        return f"beats plain RSIR beyond the spread on both protocols in {_rounds(won)} {seeds}{later}"
+        return f"beats plain RSIR beyond the spread on both protocols in {_rounds(won)} {seeds}{worse}{later}"
     if pending:
-        return f"no win in {_rounds(sorted(judged))} {seeds}{later}"
-    return f"does not beat plain RSIR beyond the spread in any round {seeds}; it stays off"
+        return f"no win in {_rounds(sorted(judged))} {seeds}{worse}{later}"
+    return f"does not beat plain RSIR beyond the spread in any round {seeds}{worse}; it stays off"
 
 
 def variant_table(runs, model, n_rounds):
@@ -298,19 +308,17 @@ def variant_table(runs, model, n_rounds):
     verdicts = []
     for base, prefix in (("rsir", ""), ("strong", "strong + ")):
         for arm, label in variant_arms(model, base):
-            won, judged, shown = [], {}, False      # judged: round -> seeds it was judged on
+            won, lost, judged, shown = [], [], {}, False      # judged: round -> seeds it was judged on
             for k in range(1, n_rounds + 1):
                 cells = {p: (values(runs, model, arm, k, p, "recall@10"), values(runs, model, base, k, p, "recall@10"))
                          for p in PROTOCOLS}
                 seeds = set.intersection(*(set(c) & set(pl) for c, pl in cells.values()))
                 if not seeds:
                     continue
-                beyond = [beyond_spread(*cells[p]) for p in PROTOCOLS]
-                verdict_k = None if None in beyond else all(beyond)
-                if verdict_k is not None:
+                outcome = round_outcome(*cells.values())
+                if outcome is not None:
                     judged[k] = len(seeds)
-                if verdict_k:
-                    won.append(k)
+                {"better": won, "worse": lost}.get(outcome, []).append(k)
                 figures = []
                 for c, pl in cells.values():
                     v, w, _ = paired_means(c, pl)
@@ -319,10 +327,10 @@ def variant_table(runs, model, n_rounds):
                     figures.append(" / ".join(fmt.format(generation_mean(runs, model, a, k, seeds, key))
                                               for a in (arm, base)))
                 lines.append(f"| {prefix}{label} | {k} | {len(seeds)} | " + " | ".join(figures) + " | "
-                             + {None: "one seed: no spread", True: "yes", False: "no"}[verdict_k] + " |")
+                             + {None: "one seed: no spread", "level": "no"}.get(outcome, outcome) + " |")
                 shown = True
             if shown:
-                verdicts.append(f"- {prefix}{label}: {variant_verdict(won, judged, n_rounds)}")
+                verdicts.append(f"- {prefix}{label}: {variant_verdict(won, lost, judged, n_rounds)}")
     return lines + [""] + verdicts if verdicts else []
 
 
@@ -605,8 +613,9 @@ def build_report(folder, dataset, planned, record=True):
             md += ["### Variants beyond the paper against plain RSIR", "",
                    "Test Recall@10 of each variant beside plain RSIR on the same base and seeds. A variant beats "
                    "plain RSIR beyond the seeds' spread when its mean exceeds plain's by more than the larger of "
-                   "the two standard deviations over seeds, on both protocols; only such a variant may become "
-                   "a default. Each variant is plain RSIR with one option on:", ""]
+                   "the two standard deviations over seeds, on both protocols (better; worse when plain's "
+                   "exceeds its mean so); only a better variant may become a default. Each variant is plain "
+                   "RSIR with one option on:", ""]
             seeds = sorted({seed for (m, _, seed) in runs if m == model})
             md += variant_commands(model, dataset, n_rounds, seeds) + [""] + compared + [""]
         sweep = sweep_table(runs, model)
