@@ -23,7 +23,9 @@ from recbole_rsir.study.augment import OPERATORS, augment, most_similar
 from recbole_rsir.study.claims import verdict
 from recbole_rsir.study.history import history_share
 from recbole_rsir.study.plan import REFINE_K, STRONG_PRESET, SWEEP_P, SWEEP_TAU, Run, plan
-from recbole_rsir.study.report import build_report, round_series
+from recbole_rsir.study.cells import paired_changes, round_outcome
+from recbole_rsir.study.plots import plot_variants, round_series
+from recbole_rsir.study.report import build_report
 from recbole_rsir.study.summary import summary_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -433,9 +435,9 @@ def test_a_variant_is_called_off_only_once_every_round_is_judged(won, lost, judg
 def test_a_round_is_better_or_worse_only_beyond_the_spread_on_every_protocol(variant, outcome):
     plain = {2020: 0.10, 2021: 0.12}                       # sd 0.0141
     cell = dict(zip((2020, 2021), variant))
-    assert report.round_outcome((cell, plain), ({2020: 0.2, 2021: 0.3}, {2020: 0.1, 2021: 0.1})) == (
+    assert round_outcome((cell, plain), ({2020: 0.2, 2021: 0.3}, {2020: 0.1, 2021: 0.1})) == (
         outcome if outcome != "worse" else "level")      # worse on one protocol, better on the other
-    assert report.round_outcome((cell, plain), (cell, plain)) == outcome
+    assert round_outcome((cell, plain), (cell, plain)) == outcome
 
 
 def test_the_variants_plot_draws_changes_over_the_seeds_both_arms_have(tmp_path):
@@ -443,13 +445,13 @@ def test_the_variants_plot_draws_changes_over_the_seeds_both_arms_have(tmp_path)
                               ("refine", 2, (0.22, 0.20)), ("refine", 3, (0.27, 0.36)), ("refine", 4, (0.9, 0.9))):
         _write_round1(tmp_path, arm, seed, recall, {})
     runs = results.load_runs(str(tmp_path))
-    assert report.paired_changes(runs, "SASRec", "refine", "rsir", 1, "recbole") == pytest.approx([0.1, -0.1])
-    assert report.paired_changes(runs, "SASRec", "refine", "rsir", 1, "exclude_history") == pytest.approx([-0.2, 0.2])
-    assert report.paired_changes(runs, "SASRec", "strong-refine", "strong", 1, "recbole") == []
-    assert report.plot_variants(runs, "SASRec", 1, str(tmp_path / "v.png"))
+    assert paired_changes(runs, "SASRec", "refine", "rsir", 1, "recbole") == pytest.approx([0.1, -0.1])
+    assert paired_changes(runs, "SASRec", "refine", "rsir", 1, "exclude_history") == pytest.approx([-0.2, 0.2])
+    assert paired_changes(runs, "SASRec", "strong-refine", "strong", 1, "recbole") == []
+    assert plot_variants(runs, "SASRec", 1, str(tmp_path / "v.png"))
     assert (tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"
     del runs[("SASRec", "refine", 2)], runs[("SASRec", "refine", 3)]
-    assert not report.plot_variants(runs, "SASRec", 1, str(tmp_path / "none.png"))
+    assert not plot_variants(runs, "SASRec", 1, str(tmp_path / "none.png"))
     assert not (tmp_path / "none.png").exists()
 
 

@@ -7,34 +7,21 @@ but not yet run are listed, so a partial report says what it lacks.
 """
 import json
 import os
-import warnings
 
 import numpy as np
-from scipy import stats
 
 from recbole_rsir.config import PROPERTIES_DIR
 from recbole_rsir.study.augment import OPERATORS
+from recbole_rsir.study.cells import (PROTOCOLS, compare, generation_mean, paired_means, recall_at_10, round_of,
+                                      round_outcome, sweep_grid, training_size, values, variant_arms)
 from recbole_rsir.study.claims import CLAIMS, verdict
 from recbole_rsir.study.estimates import estimate, minutes, round_seconds, total_line
-from recbole_rsir.study.plan import STRONG_PRESET, SWEEP_P, SWEEP_TAU, VARIANT_ARMS, Run, variants
+from recbole_rsir.study.plan import STRONG_PRESET, VARIANT_ARMS, Run, variants
+from recbole_rsir.study.plots import plot_collapse, plot_lengths, plot_sweep, plot_training_set, plot_variants
 from recbole_rsir.study.results import finished_rounds, in_progress, load_runs
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10")
 TESTED = ("recall@10", "ndcg@10")
-PROTOCOLS = {"recbole": "RecBole's protocol: a user's earlier items stay in the ranking",
-             "exclude_history": "earlier items filtered from the ranking (RSIR reference code, strong benchmark)"}
-SHORT_NAMES = {"recbole": "RecBole's protocol", "exclude_history": "earlier items filtered"}
-
-
-def _round(payload, k):
-    rounds = payload["rounds"]
-    return rounds[k] if k < len(rounds) else None
-
-
-def training_size(r):
-    """``(sequences, density)`` of a round's training set: density = interactions / (sequences x items)."""
-    n = r["n_real_sequences"] + r["n_synthetic_sequences"] + r["n_extra_sequences"]
-    return n, r["n_interactions"] / (n * r["n_items"])
 
 
 def rows_for(model, n_rounds):
@@ -54,12 +41,6 @@ def rows_for(model, n_rounds):
     return rows
 
 
-def variant_arms(model, base):
-    """``(arm, label)`` of every variant run of ``model`` on ``base`` (rsir or strong)."""
-    return [(name if base == "rsir" else f"{base}-{name}", label)
-            for arm in VARIANT_ARMS for name, (label, _) in variants(arm, model).items()]
-
-
 def variant_commands(model, dataset, n_rounds, seeds):
     """How to get each variant's rows: its keys in the run_rsir command of one seed, and the study's command."""
     preset = os.path.join("properties", os.path.relpath(STRONG_PRESET, PROPERTIES_DIR))
@@ -72,41 +53,6 @@ def variant_commands(model, dataset, n_rounds, seeds):
     return lines + [f"- strong + any of them: add `--config_files={preset}`", "",
                     f"Every row: `python -m recbole_rsir.study --dataset={dataset} --rounds={n_rounds} "
                     f"--seeds={','.join(map(str, seeds))} --arms=rsir,strong,{','.join(VARIANT_ARMS)}`."]
-
-
-def values(runs, model, arm, k, protocol, metric):
-    """``{seed: test metric}`` of one cell."""
-    out = {}
-    for (m, a, seed), payload in runs.items():
-        r = _round(payload, k) if (m, a) == (model, arm) else None
-        if r is not None and r.get("protocols"):
-            out[seed] = r["protocols"][protocol]["test"][metric]
-    return out
-
-
-def compare(cell, base):
-    """Relative change of the means and the paired t-test's p, both over the seeds both have (an
-    arm run on fewer seeds than its base is compared with the base on those seeds)."""
-    common = sorted(set(cell or {}) & set(base or {}))
-    if not common:
-        return None, None
-    a, b = np.array([cell[s] for s in common]), np.array([base[s] for s in common])
-    change = a.mean() / b.mean() - 1.0
-    if len(common) < 2:
-        return change, None
-    if np.allclose(a, b):
-        return change, 1.0
-    with warnings.catch_warnings():   # near-equal pairs: scipy warns, the p it gives is still the test's
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return change, float(stats.ttest_rel(a, b).pvalue)
-
-
-def paired_means(cell, base):
-    """``(mean of cell, mean of base, seeds)`` over the seeds both have; None without one."""
-    common = sorted(set(cell or {}) & set(base or {}))
-    if not common:
-        return None
-    return float(np.mean([cell[s] for s in common])), float(np.mean([base[s] for s in common])), len(common)
 
 
 def _mean_sd(cell):
@@ -174,7 +120,7 @@ def round_stats(runs, model, n_rounds):
     arms += tuple(arm for base in ("rsir", "strong") for arm, _ in variant_arms(model, base))
     for arm in arms:
         for k in range(n_rounds + 1):
-            rs = [_round(p, k) for (m, a, _), p in runs.items() if (m, a) == (model, arm)]
+            rs = [round_of(p, k) for (m, a, _), p in runs.items() if (m, a) == (model, arm)]
             rs = [r for r in rs if r is not None and "n_interactions" in r]
             if not rs:
                 continue
@@ -250,36 +196,8 @@ def findings(summary, n_rounds, protocol, model):
     return [f"- {line}" for line in out if line]
 
 
-def beyond_spread(cell, plain):
-    """Whether ``cell`` beats ``plain`` beyond the seeds' spread: over the seeds both have (at least
-    two), its mean exceeds plain's by more than the larger of their standard deviations; None with
-    fewer seeds, where the spread is unknown."""
-    common = sorted(set(cell) & set(plain))
-    if len(common) < 2:
-        return None
-    a, b = (np.array([x[s] for s in common]) for x in (cell, plain))
-    return bool(a.mean() - b.mean() > max(a.std(ddof=1), b.std(ddof=1)))
-
-
-def generation_mean(runs, model, arm, k, seeds, key):
-    """Mean over ``seeds`` of a generation statistic of round ``k`` of ``arm``; NaN where none has it."""
-    xs = [(_round(p, k) or {}).get("generation", {}).get(key) for (m, a, s), p in runs.items()
-          if (m, a) == (model, arm) and s in seeds]
-    xs = [x for x in xs if x is not None]
-    return float(np.mean(xs)) if xs else float("nan")
-
-
 def _rounds(ks):
     return f"round{'s' * (len(ks) > 1)} {', '.join(map(str, ks))}"
-
-
-def round_outcome(*protocols):
-    """``better`` or ``worse`` when the variant's cell is beyond the spread of plain RSIR's on every
-    protocol (each a ``(variant cell, plain cell)``), ``level`` otherwise; None below two seeds."""
-    better = [beyond_spread(cell, plain) for cell, plain in protocols]
-    if None in better:
-        return None
-    return "better" if all(better) else "worse" if all(beyond_spread(p, c) for c, p in protocols) else "level"
 
 
 def variant_verdict(won, lost, judged, n_rounds):
@@ -337,176 +255,6 @@ def variant_table(runs, model, n_rounds):
     return lines + [""] + verdicts if verdicts else []
 
 
-# ---- plots ---------------------------------------------------------------------------
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(plt, fig, legend_ax, path, **legend):
-    if legend_ax.get_legend_handles_labels()[0]:
-        legend_ax.legend(**legend)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def round_series(runs, model, n_rounds, protocol, arm, base):
-    """``(rounds, means, sds, seeds)`` of test Recall@10 of ``arm`` from its ``base``'s round 0 on,
-    over the seeds ``arm``'s round 1 has: a line starts from its own seeds' base, not from the
-    base's mean over seeds the arm lacks."""
-    seeds = set(values(runs, model, arm, 1, protocol, "recall@10"))
-    xs, ys, es = [], [], []
-    for k in range(n_rounds + 1):
-        cell = [v for s, v in values(runs, model, arm if k else base, k, protocol, "recall@10").items() if s in seeds]
-        if cell:
-            xs.append(k)
-            ys.append(float(np.mean(cell)))
-            es.append(float(np.std(cell, ddof=1)) if len(cell) > 1 else 0.0)
-    return xs, ys, es, len(seeds)
-
-
-def plot_rounds(runs, model, n_rounds, path, arms):
-    """Test Recall@10 per round (mean ± sd over seeds), one panel per protocol; ``arms``:
-    ``(arm, base arm, label, line style)``, each a ``round_series``. False if no arm has two
-    rounds to draw."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(PROTOCOLS), figsize=(10, 4), sharex=True)
-    drawn = False
-    for ax, protocol in zip(axes, PROTOCOLS):
-        for arm, base, label, style in arms:
-            xs, ys, es, n = round_series(runs, model, n_rounds, protocol, arm, base)
-            if len(xs) > 1:
-                ax.errorbar(xs, ys, yerr=es, marker="o", linestyle=style, capsize=3,
-                            label=f"{label} ({n} seed{'s' if n > 1 else ''})")
-                drawn = True
-        ax.set_title(protocol.replace("_", " "), fontsize=10)
-        ax.set_xlabel("round")
-        ax.set_xticks(range(n_rounds + 1))
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"{model} test Recall@10 (mean ± sd)")
-    _save(plt, fig, axes[0], path, fontsize=7)
-    return drawn
-
-
-def plot_collapse(runs, model, n_rounds, path):
-    arms = [("rsir", "rsir", "RSIR (fidelity)", "-"), ("nofid", "rsir", "no fidelity", "-"),
-            ("ft", "rsir", "RSIR-FT", "-")]
-    return plot_rounds(runs, model, n_rounds, path, arms)
-
-
-def paired_changes(runs, model, arm, base, k, protocol):
-    """Per seed both have, the relative change of ``arm``'s round-``k`` test Recall@10 over ``base``'s."""
-    cell, plain = (values(runs, model, a, k, protocol, "recall@10") for a in (arm, base))
-    return [cell[s] / plain[s] - 1 for s in sorted(set(cell) & set(plain))]
-
-
-def plot_variants(runs, model, n_rounds, path):
-    """Each variant's change against plain RSIR on the same base and seeds, round by round (mean ±
-    sd over seeds): the question the variants table answers, one column per base and one row per
-    protocol; a variant keeps its colour in both columns. False if no variant has a round."""
-    bases = [(base, title) for base, title in (("rsir", "default base"), ("strong", "strong base"))
-             if any(paired_changes(runs, model, arm, base, 1, "recbole") for arm, _ in variant_arms(model, base))]
-    if not bases:
-        return False
-    plt = _plt()
-    fig, axes = plt.subplots(len(PROTOCOLS), len(bases), figsize=(5.5 * len(bases), 7), sharex=True, squeeze=False)
-    colours = plt.get_cmap("tab10").colors
-    for column, (base, title) in enumerate(bases):
-        arms = variant_arms(model, base)
-        for row, protocol in enumerate(PROTOCOLS):
-            ax = axes[row][column]
-            ax.axhline(0, color="black", linewidth=1, label="plain RSIR")
-            for i, (arm, label) in enumerate(arms):
-                rounds = [(k, paired_changes(runs, model, arm, base, k, protocol)) for k in range(1, n_rounds + 1)]
-                rounds = [(k, c) for k, c in rounds if c]
-                if not rounds:
-                    continue
-                n = sorted({len(c) for _, c in rounds})
-                seeds = f"{n[0]} seed{'s' * (n[0] > 1)}" if len(n) == 1 else f"{n[0]}-{n[-1]} seeds"
-                ax.errorbar([k + 0.06 * (i - (len(arms) - 1) / 2) for k, _ in rounds],
-                            [100 * np.mean(c) for _, c in rounds],
-                            yerr=[100 * np.std(c, ddof=1) if len(c) > 1 else 0.0 for _, c in rounds],
-                            marker="o", capsize=3, color=colours[i % len(colours)],
-                            label=f"{label} ({seeds})")
-            ax.set_title(f"{title}, {SHORT_NAMES[protocol]}", fontsize=10)
-            ax.set_xticks(range(1, n_rounds + 1))
-            ax.grid(alpha=0.3)
-        axes[-1][column].set_xlabel("round")
-        axes[-1][column].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18))
-    fig.supylabel(f"{model} test Recall@10: change against plain RSIR, % (mean ± sd over seeds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return True
-
-
-def plot_training_set(runs, model, n_rounds, path):
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for arm, label in (("rsir", "RSIR"), ("nofid", "no fidelity"), ("strong", "strong + RSIR")):
-        xs, seqs, dens = [], [], []
-        for k in range(n_rounds + 1):
-            rs = [_round(p, k) for (m, a, _), p in runs.items() if (m, a) == (model, arm)]
-            rs = [r for r in rs if r is not None and r.get("n_items")]
-            if rs:
-                xs.append(k)
-                seqs.append(np.mean([training_size(r)[0] for r in rs]))
-                dens.append(np.mean([training_size(r)[1] for r in rs]))
-        if xs:
-            axes[0].plot(xs, seqs, marker="o", label=label)
-            axes[1].plot(xs, dens, marker="o", label=label)
-    axes[0].set_ylabel("training sequences")
-    axes[1].set_ylabel("density (interactions / sequences x items)")
-    for ax in axes:
-        ax.set_xlabel("round")
-        ax.grid(alpha=0.3)
-    _save(plt, fig, axes[0], path)
-
-
-def plot_lengths(runs, model, n_rounds, path):
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for arm, style in (("rsir", "-"), ("nofid", "--")):
-        for k in range(1, n_rounds + 1):
-            total = np.zeros(0)
-            for (m, a, _), p in runs.items():
-                r = _round(p, k) if (m, a) == (model, arm) else None
-                hist = np.array(r["generation"].get("length_histogram", []) if r else [], dtype=float)
-                if len(hist) > len(total):
-                    total = np.pad(total, (0, len(hist) - len(total)))
-                total[:len(hist)] += hist
-            if total.sum():
-                ax.plot(np.arange(len(total)), total / total.sum(), style, marker=".",
-                        label=f"{'RSIR' if arm == 'rsir' else 'no fidelity'} round {k}")
-    ax.set_xlabel("accepted sequence length")
-    ax.set_ylabel("share of accepted sequences")
-    ax.grid(alpha=0.3)
-    _save(plt, fig, ax, path, fontsize=8)
-
-
-def recall_at_10(protocol):
-    """Reads a round's test Recall@10 under ``protocol``."""
-    return lambda r: r["protocols"][protocol]["test"]["recall@10"]
-
-
-def sweep_grid(runs, model, read):
-    """``(taus, ps, grid, seed)``: ``read`` of round 1 of each sweep cell on the sweep's first seed,
-    NaN where that cell has no finished round 1."""
-    grid = np.full((len(SWEEP_TAU), len(SWEEP_P)), np.nan)
-    seed = min((s for m, a, s in runs if m == model and a.startswith("sweep-")), default=None)
-    for i, tau in enumerate(SWEEP_TAU):
-        for j, p in enumerate(SWEEP_P):
-            payload = runs.get((model, f"sweep-tau{tau}-p{p:g}", seed))
-            r = payload and _round(payload, 1)
-            if r and r.get("protocols"):
-                grid[i, j] = read(r)
-    return SWEEP_TAU, SWEEP_P, grid, seed
-
-
 def sweep_table(runs, model):
     """The sweep grid in figures: both protocols and the acceptance rate of each cell, beside the base."""
     taus, ps, grid, seed = sweep_grid(runs, model, recall_at_10("recbole"))
@@ -524,28 +272,6 @@ def sweep_table(runs, model):
                  f"{grid[i, j]:.4f} / {filtered[i, j]:.4f} ({accepted[i, j]:.1%})" for j in range(len(ps))]
         lines.append(f"| {tau} | " + " | ".join(cells) + " |")
     return lines
-
-
-def plot_sweep(runs, model, path):
-    taus, ps, grid, _ = sweep_grid(runs, model, recall_at_10("recbole"))
-    if np.isnan(grid).all():
-        return False
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 5))
-    image = ax.imshow(grid, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(ps)), [f"{p:g}" for p in ps])
-    ax.set_yticks(range(len(taus)), [str(t) for t in taus])
-    ax.set_xlabel("p (history pool probability)")
-    ax.set_ylabel("tau (fidelity rank)")
-    for i in range(len(taus)):
-        for j in range(len(ps)):
-            if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.4f}", ha="center", va="center", fontsize=7, color="white")
-    fig.colorbar(image, label=f"{model} test Recall@10 after one round")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
 
 
 # ---- the report ------------------------------------------------------------------------

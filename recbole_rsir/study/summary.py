@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from recbole_rsir.study.augment import OPERATORS
-from recbole_rsir.study.report import PROTOCOLS, compare, values
+from recbole_rsir.study.cells import PROTOCOLS, compare, values
 from recbole_rsir.study.results import load_runs
 
 DATASETS = {"amazon-beauty": "Beauty", "amazon-sports-outdoors": "Sports"}
