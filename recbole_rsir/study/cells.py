@@ -12,12 +12,11 @@ from recbole_rsir.study.plan import SWEEP_P, SWEEP_TAU, VARIANT_ARMS, variants
 
 PROTOCOLS = {"recbole": "RecBole's protocol: a user's earlier items stay in the ranking",
              "exclude_history": "earlier items filtered from the ranking (RSIR reference code, strong benchmark)"}
-
-
 SHORT_NAMES = {"recbole": "RecBole's protocol", "exclude_history": "earlier items filtered"}
 
 
 def round_of(payload, k):
+    """Round ``k`` of a run's results, None if it has not got that far."""
     rounds = payload["rounds"]
     return rounds[k] if k < len(rounds) else None
 
