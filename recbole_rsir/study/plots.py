@@ -12,12 +12,16 @@ def _plt():
     return plt
 
 
+def _write(plt, fig, path, **savefig):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, **savefig)
+    plt.close(fig)
+
+
 def _save(plt, fig, legend_ax, path, **legend):
     if legend_ax.get_legend_handles_labels()[0]:
         legend_ax.legend(**legend)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _write(plt, fig, path)
 
 
 def round_series(runs, model, n_rounds, protocol, arm, base):
@@ -98,9 +102,7 @@ def plot_variants(runs, model, n_rounds, path):
         axes[-1][column].set_xlabel("round")
         axes[-1][column].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.supylabel(f"{model} test Recall@10: change against plain RSIR, % (mean ± sd over seeds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _write(plt, fig, path, bbox_inches="tight")      # the legends sit below the axes
     return True
 
 
@@ -164,7 +166,5 @@ def plot_sweep(runs, model, path):
             if not np.isnan(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.4f}", ha="center", va="center", fontsize=7, color="white")
     fig.colorbar(image, label=f"{model} test Recall@10 after one round")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _write(plt, fig, path)
     return True
