@@ -633,6 +633,24 @@ def test_a_run_claimed_by_another_live_study_process_is_left_to_it(tmp_path):
     assert not (folder / worker.CLAIM).exists()
 
 
+def test_a_run_another_lane_finished_after_the_plan_is_not_run_again(tmp_path):
+    """Two lanes plan the same runs; one that the other lane finished meanwhile is skipped and
+    left unclaimed, and its published file is not touched."""
+    args = runner.parse_args(["--dataset=amazon-beauty", f"--out={tmp_path / 'out'}", f"--work={tmp_path / 'work'}"])
+    run = Run("amazon-beauty", "SASRec", "rsir", 1, 1)
+    folder = worker.run_dir(args.work, run)
+    assert runner.take(args, run) is None                  # neither running nor finished: taken
+    assert open(os.path.join(folder, worker.CLAIM)).read() == str(os.getpid())
+    worker.release(folder)
+    path = results.result_path(args.out, run)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        f.write('{"wall_seconds": 692.8}')
+    assert runner.take(args, run) == "another study process has finished it"
+    assert not os.path.exists(os.path.join(folder, worker.CLAIM))
+    assert open(path).read() == '{"wall_seconds": 692.8}'
+
+
 def tiny_study_data(tmp_path, keys):
     """The tiny dataset under ``dataset/`` and ``tiny.yaml``: a small model, ``keys`` on top."""
     write_atomic(make_rows(), os.path.join(tmp_path, "dataset", "tiny", "tiny.inter"))

@@ -95,6 +95,19 @@ def done(out, run):
     return os.path.isfile(result_path(out, run))
 
 
+def take(args, run):
+    """Claim ``run`` for this process, or say why not: another study process holds it, or has
+    finished it since this one made its plan (two lanes plan the same runs; running a finished
+    run again would republish it with the seconds of a reload)."""
+    folder = run_dir(args.work, run)
+    if not claim(folder):
+        return "another study process is running it"
+    if done(args.out, run):
+        release(folder)
+        return "another study process has finished it"
+    return None
+
+
 def print_plan(runs, out, jobs):
     payloads = {d: load_runs(os.path.join(out, d)) for d in sorted({r.dataset for r in runs})}
     seconds = {d: round_seconds(p.values()) for d, p in payloads.items()}
@@ -214,8 +227,9 @@ def run_study(args):
                 print(f"skip {run.dataset} {run.name}: a run it needs failed")
             elif all(done(args.out, n) for n in needs):
                 pending.remove(run)
-                if not claim(run_dir(args.work, run)):
-                    print(f"skip {run.dataset} {run.name}: another study process is running it", flush=True)
+                busy = take(args, run)
+                if busy:
+                    print(f"skip {run.dataset} {run.name}: {busy}", flush=True)
                     continue
                 running[launch(run, args)] = (run, time.time())
                 print(f"start {run.dataset} {run.name}", flush=True)
