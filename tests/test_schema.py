@@ -65,13 +65,19 @@ def test_a_key_accepts_the_forms_recbole_accepts(name, value):
     KEYS[name].check(value)
 
 
-@pytest.mark.parametrize("path, recbole, flag", [("README.md", False, "--markdown"),
-                                                 (os.path.join("properties", "README.md"), True, "--markdown-recbole")])
-def test_readme_holds_the_key_tables_rendered_from_the_schema(path, recbole, flag):
-    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
-        readme = f.read()
-    begin, end = "<!-- keys:begin -->\n", "<!-- keys:end -->"
-    assert readme.count(begin) == readme.count(end) == 1
-    table = readme[readme.index(begin) + len(begin):readme.index(end)]
+@pytest.mark.parametrize("marker, recbole, flag", [("keys", False, "--markdown"),
+                                                   ("recbole-keys", True, "--markdown-recbole")])
+def test_properties_readme_holds_the_key_tables_rendered_from_the_schema(marker, recbole, flag):
+    with open(os.path.join(ROOT, "properties", "README.md"), encoding="utf-8") as f:
+        doc = f.read()
+    begin, end = f"<!-- {marker}:begin -->\n", f"<!-- {marker}:end -->"
+    assert doc.count(begin) == doc.count(end) == 1
+    table = doc[doc.index(begin) + len(begin):doc.index(end)]
     assert table == render_markdown(recbole), f"paste the output of: python -m recbole_rsir.schema {flag}"
-    assert readme.count("| key |") == 1                   # no other key table beside it
+    assert doc.count("| key |") == 2                      # the two tables and no third beside them
+
+
+def test_readme_links_to_the_key_tables_instead_of_copying_them():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert "| key |" not in readme and "properties/README.md#" in readme

@@ -3,7 +3,7 @@
 A :class:`Key` states what a key accepts, its default, what it means and whether it changes a
 run's results. Everything else is derived from this table, so the pieces cannot drift apart:
 ``Config`` checks values with :meth:`Key.check`; ``properties/overall.yaml`` (the RecBole-style
-file users read) and the README's key tables are rendered from it
+file users read) and the key tables of properties/README.md are rendered from it
 (``python -m recbole_rsir.schema --yaml`` / ``--markdown``, tests keep both up to date); the
 resume check ignores :data:`IGNORED_KEYS`. RecBole's own keys appear here only where this
 package sets a default of its own or checks the value because a run depends on it.
@@ -367,8 +367,8 @@ def _cell(text):
 
 
 def render_markdown(recbole=False):
-    """A key table: this package's keys (README.md), or the RecBole keys it sets a default for or
-    checks (``recbole=True``: properties/README.md)."""
+    """A key table of properties/README.md: this package's keys, or the RecBole keys it sets a
+    default for or checks (``recbole=True``)."""
     header = ["| key | accepts | default | changes results | meaning |", "|---|---|---|---|---|"]
 
     def rows(keys):
