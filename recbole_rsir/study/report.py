@@ -138,7 +138,7 @@ def round_stats(runs, model, n_rounds):
                 + (f"{g('acceptance_rate'):.1%} | {g('fidelity_failure_rate'):.1%} | {g('history_pick_share'):.1%} |"
                    if gen and "acceptance_rate" in gen[0] else "- | - | - |")
                 + (f" {g('tau'):g} |" if gen and "tau" in gen[0] else
-                   f" per user: mean {g('tau_mean'):.1f}, median {g('tau_q50'):g} |" if gen and "tau_mean" in gen[0]
+                   f" per user: mean {g('tau_mean'):.1f}, median {g('tau_q50'):.1f} |" if gen and "tau_mean" in gen[0]
                    else " - |")
                 + (f" {g('refine_attempts'):,.0f} ({g('refine_success_rate'):.1%}) |"
                    if gen and gen[0].get("refine_attempts") else " - |"))
